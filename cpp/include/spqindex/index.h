@@ -1,0 +1,97 @@
+// The PQ index: codebooks, packed codes in FAISS byte layout, and a 64-bit id per code.
+// Thread safety: any number of concurrent searches; add/remove take the writer lock.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "spqindex/codebooks.h"
+#include "spqindex/metric.h"
+
+namespace spqindex {
+
+class FileMapping;
+
+/// A requested id is not in the index (Python KeyError).
+struct IdNotFound : std::out_of_range {
+  explicit IdNotFound(int64_t id) : std::out_of_range("id " + std::to_string(id) + " is not in the index"), id(id) {}
+  int64_t id;
+};
+
+/// Mutation of an index whose codes are memory-mapped read-only (Python RuntimeError).
+struct ReadOnlyIndex : std::runtime_error {
+  ReadOnlyIndex()
+      : std::runtime_error(
+            "index is read-only: it was loaded with mmap=True; load it with mmap=False to modify it") {}
+};
+
+/// Whether ids are assigned by the index or given by the user; fixed by the first add and
+/// never mixed afterwards (stored in the file flags).
+enum class IdMode : uint32_t { Unset = 0, Sequential = 1, Explicit = 2 };
+
+class Index {
+ public:
+  Index(Codebooks codebooks, Metric metric);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
+
+  const Codebooks& codebooks() const { return cb_; }
+  Metric metric() const { return metric_; }
+  int dim() const { return cb_.dim(); }
+  size_t code_size() const { return cb_.code_size(); }
+  size_t ntotal() const;
+  int64_t next_id() const;
+  bool read_only() const { return mapping_ != nullptr; }
+  IdMode id_mode() const;
+
+  /// Encodes and appends n vectors (layout (n, dim)). ids: n unique non-negative ids not yet in
+  /// the index, or nullptr for next_id() onwards. All-or-nothing.
+  void add(const float* x, size_t n, const int64_t* ids);
+  /// Appends n packed codes (layout (n, code_size)); same id rules as add.
+  void add_codes(const uint8_t* codes, size_t n, const int64_t* ids);
+  /// Exact top-k for nq queries (layout (nq, dim)). Writes D, I of layout (nq, k), best first.
+  void search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const;
+  /// Removes the given ids (unknown ids are ignored); keeps the order of the rest.
+  size_t remove(const int64_t* ids, size_t n);
+  /// Decoded vectors of the given ids (layout (n, dim)); throws IdNotFound.
+  void reconstruct(const int64_t* ids, size_t n, float* out) const;
+  /// A consistent copy of the packed codes (layout (ntotal, code_size)) and ids (ntotal,).
+  void snapshot(std::vector<uint8_t>* codes, std::vector<int64_t>* ids) const;
+
+  /// Atomic save (temp file, fsync, rename) in the format of io.h.
+  void save(const std::string& path) const;
+  static std::unique_ptr<Index> load(const std::string& path, bool mmap);
+
+ private:
+  friend struct IndexFile;
+  const uint8_t* codes_ptr() const;
+  const int64_t* ids_ptr() const;
+  void check_new_ids(const int64_t* ids, size_t n) const;  // caller holds the lock
+  void check_id_mode(const int64_t* ids, size_t n) const;   // caller holds the lock
+  void append(const uint8_t* codes, size_t n, const int64_t* ids);
+  const std::unordered_map<int64_t, size_t>& row_of() const;  // lazily built id -> row
+
+  Codebooks cb_;
+  Metric metric_;
+  std::vector<uint8_t> codes_;  ///< Layout: (ntotal, code_size)
+  std::vector<int64_t> ids_;    ///< Layout: (ntotal,)
+  size_t ntotal_ = 0;
+  int64_t next_id_ = 0;         ///< 1 + largest id ever added (ids continue from here)
+  IdMode id_mode_ = IdMode::Unset;
+  std::shared_ptr<FileMapping> mapping_;  ///< set when codes/ids live in a read-only mapping
+  const uint8_t* mapped_codes_ = nullptr;
+  const int64_t* mapped_ids_ = nullptr;
+  mutable std::unordered_map<int64_t, size_t> row_of_;
+  mutable bool row_of_valid_ = false;
+  mutable std::mutex row_of_mu_;
+  mutable std::shared_mutex mu_;
+};
+
+}  // namespace spqindex

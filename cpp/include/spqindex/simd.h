@@ -1,0 +1,35 @@
+// Runtime SIMD dispatch: CPU features are read once, a table of kernels is chosen, and the
+// SPQINDEX_SIMD environment variable (scalar|avx2|avx512) can force a lower level.
+// Every kernel of every level must produce bit-identical results to the scalar one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "spqindex/topk.h"
+
+namespace spqindex {
+
+enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+
+struct Kernels {
+  SimdLevel level;
+  /// dist[k] = Σ_d (x[d] − ct[d, k])² summed over d in order, for k < K. ct layout (dsub, K).
+  void (*subspace_l2)(const float* x, const float* ct, int K, int dsub, float* dist);
+  /// dot[k] = Σ_d x[d] · ct[d, k] summed over d in order. ct layout (dsub, K).
+  void (*subspace_ip)(const float* x, const float* ct, int K, int dsub, float* dot);
+};
+
+/// The kernels chosen for this process (first call detects the CPU).
+const Kernels& kernels();
+/// Best level the CPU supports.
+SimdLevel cpu_simd_level();
+/// Selects a level for this process: requires level <= cpu_simd_level(); returns the kernels.
+void set_simd_level(SimdLevel level);
+const char* simd_level_name(SimdLevel level);
+
+// Per-ISA tables (defined in kernels_<isa>.cpp; no static objects there).
+Kernels scalar_kernels();
+Kernels avx2_kernels();
+Kernels avx512_kernels();
+
+}  // namespace spqindex

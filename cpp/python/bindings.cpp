@@ -1,0 +1,252 @@
+// The only bridge between Python and the core. The Python layer (spqindex/index.py) converts
+// dtypes and checks values; here arrays must already be C-contiguous with the exact dtype, so
+// nothing is copied silently. Outputs are allocated with the GIL held, compute runs without it.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spqindex/checksum.h"
+#include "spqindex/encode.h"
+#include "spqindex/index.h"
+#include "spqindex/io_error.h"
+#include "spqindex/simd.h"
+#include "spqindex/threads.h"
+
+namespace py = pybind11;
+using namespace spqindex;
+
+namespace {
+
+template <typename T>
+const char* dtype_name() {
+  if (std::is_same<T, float>::value) return "float32";
+  if (std::is_same<T, int64_t>::value) return "int64";
+  return "uint8";
+}
+
+/// Checks dtype, ndim and C-contiguity; returns the typed array without copying.
+template <typename T>
+py::array_t<T> strict(const py::array& a, const char* name, int ndim) {
+  if (!py::dtype::of<T>().is(a.dtype()) && !(a.dtype().kind() == py::dtype::of<T>().kind() &&
+                                              a.dtype().itemsize() == sizeof(T)))
+    throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<T>());
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) + "-d array");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be C-contiguous (use numpy.ascontiguousarray)");
+  return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+/// Hands a vector's buffer to numpy without copying it.
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, heap->data(), owner);
+}
+
+const int64_t* optional_ids(const py::object& ids, size_t n, py::array_t<int64_t>* keep) {
+  if (ids.is_none()) return nullptr;
+  *keep = strict<int64_t>(ids.cast<py::array>(), "ids", 1);
+  if (static_cast<size_t>(keep->shape(0)) != n)
+    throw py::value_error("ids: length " + std::to_string(keep->shape(0)) +
+                          " does not match the number of vectors " + std::to_string(n));
+  return keep->data();
+}
+
+void check_dim(const py::array& a, const char* name, py::ssize_t want) {
+  if (a.shape(1) != want)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(want) +
+                          " columns, got " + std::to_string(a.shape(1)));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "spqindex native core: PQ encode, LUT and exact ADC top-k scan";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const IdNotFound& e) {
+      PyErr_SetObject(PyExc_KeyError, py::int_(e.id).ptr());
+    } catch (const IoError& e) {
+      py::object err = py::reinterpret_steal<py::object>(PyObject_CallFunction(
+          PyExc_OSError, "iss", e.err, (std::string(std::strerror(e.err)) + ": " + e.what()).c_str(),
+          e.path.c_str()));
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
+    }
+  });
+
+  py::class_<Index>(m, "IndexCore")
+      .def(py::init([](const py::array& codebooks, const std::string& metric) {
+             auto c = strict<float>(codebooks, "codebooks", 3);
+             Codebooks cb(static_cast<int>(c.shape(0)), static_cast<int>(c.shape(1)),
+                          static_cast<int>(c.shape(2)), c.data());
+             return std::make_unique<Index>(std::move(cb), metric_from_string(metric));
+           }),
+           py::arg("codebooks"), py::arg("metric"))
+      .def_property_readonly("ntotal", &Index::ntotal)
+      .def_property_readonly("dim", &Index::dim)
+      .def_property_readonly("M", [](const Index& i) { return i.codebooks().M; })
+      .def_property_readonly("K", [](const Index& i) { return i.codebooks().K; })
+      .def_property_readonly("nbits", [](const Index& i) { return i.codebooks().nbits; })
+      .def_property_readonly("dsub", [](const Index& i) { return i.codebooks().dsub; })
+      .def_property_readonly("code_size", &Index::code_size)
+      .def_property_readonly("next_id", &Index::next_id)
+      .def_property_readonly("read_only", &Index::read_only)
+      .def_property_readonly("metric", [](const Index& i) { return metric_name(i.metric()); })
+      .def_property_readonly("codebooks",
+                             [](const Index& i) {
+                               const Codebooks& cb = i.codebooks();
+                               std::vector<float> v = cb.centroids;
+                               return to_numpy(std::move(v), {cb.M, cb.K, cb.dsub});
+                             })
+      .def("add",
+           [](Index& self, const py::array& x, const py::object& ids) {
+             auto xa = strict<float>(x, "x", 2);
+             check_dim(xa, "x", self.dim());
+             const size_t n = xa.shape(0);
+             py::array_t<int64_t> keep;
+             const int64_t* id_ptr = optional_ids(ids, n, &keep);
+             py::gil_scoped_release nogil;
+             self.add(xa.data(), n, id_ptr);
+           },
+           py::arg("x"), py::arg("ids") = py::none())
+      .def("add_codes",
+           [](Index& self, const py::array& codes, const py::object& ids) {
+             auto ca = strict<uint8_t>(codes, "codes", 2);
+             check_dim(ca, "codes", self.code_size());
+             const size_t n = ca.shape(0);
+             py::array_t<int64_t> keep;
+             const int64_t* id_ptr = optional_ids(ids, n, &keep);
+             py::gil_scoped_release nogil;
+             self.add_codes(ca.data(), n, id_ptr);
+           },
+           py::arg("codes"), py::arg("ids") = py::none())
+      .def("search",
+           [](const Index& self, const py::array& q, py::ssize_t k) {
+             auto qa = strict<float>(q, "q", 2);
+             check_dim(qa, "q", self.dim());
+             if (k < 1) throw py::value_error("k: must be >= 1");
+             const py::ssize_t nq = qa.shape(0);
+             py::array_t<float> D({nq, k});
+             py::array_t<int64_t> I({nq, k});
+             float* dp = D.mutable_data();
+             int64_t* ip = I.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               self.search(qa.data(), nq, k, dp, ip);
+             }
+             return py::make_tuple(D, I);
+           },
+           py::arg("q"), py::arg("k"))
+      .def("encode",
+           [](const Index& self, const py::array& x) {
+             auto xa = strict<float>(x, "x", 2);
+             check_dim(xa, "x", self.dim());
+             const py::ssize_t n = xa.shape(0);
+             py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.code_size())});
+             uint8_t* cp = codes.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               encode(self.codebooks(), xa.data(), n, cp);
+             }
+             return codes;
+           },
+           py::arg("x"))
+      .def("decode",
+           [](const Index& self, const py::array& codes) {
+             auto ca = strict<uint8_t>(codes, "codes", 2);
+             check_dim(ca, "codes", self.code_size());
+             const py::ssize_t n = ca.shape(0);
+             py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
+             float* xp = x.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               decode(self.codebooks(), ca.data(), n, xp);
+             }
+             return x;
+           },
+           py::arg("codes"))
+      .def("remove",
+           [](Index& self, const py::array& ids) {
+             auto ia = strict<int64_t>(ids, "ids", 1);
+             py::gil_scoped_release nogil;
+             return self.remove(ia.data(), ia.shape(0));
+           },
+           py::arg("ids"))
+      .def("reconstruct",
+           [](const Index& self, const py::array& ids) {
+             auto ia = strict<int64_t>(ids, "ids", 1);
+             const py::ssize_t n = ia.shape(0);
+             py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
+             float* xp = x.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               self.reconstruct(ia.data(), n, xp);
+             }
+             return x;
+           },
+           py::arg("ids"))
+      .def("codes",
+           [](const Index& self) {
+             std::vector<uint8_t> codes;
+             {
+               py::gil_scoped_release nogil;
+               self.snapshot(&codes, nullptr);
+             }
+             const py::ssize_t cs = self.code_size();
+             const py::ssize_t n = cs ? codes.size() / cs : 0;
+             return to_numpy(std::move(codes), {n, cs});
+           })
+      .def("ids",
+           [](const Index& self) {
+             std::vector<int64_t> ids;
+             {
+               py::gil_scoped_release nogil;
+               self.snapshot(nullptr, &ids);
+             }
+             const py::ssize_t n = ids.size();
+             return to_numpy(std::move(ids), {n});
+           })
+      .def("save",
+           [](const Index& self, const std::string& path) {
+             py::gil_scoped_release nogil;
+             self.save(path);
+           },
+           py::arg("path"))
+      .def_static("load",
+                  [](const std::string& path, bool mmap) {
+                    py::gil_scoped_release nogil;
+                    return Index::load(path, mmap);
+                  },
+                  py::arg("path"), py::arg("mmap") = false);
+
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("simd_level", [] { return simd_level_name(kernels().level); });
+  m.def("cpu_simd_level", [] { return simd_level_name(cpu_simd_level()); });
+  m.def("set_simd_level", [](const std::string& name) {
+    if (name == "scalar") set_simd_level(SimdLevel::Scalar);
+    else if (name == "avx2") set_simd_level(SimdLevel::AVX2);
+    else if (name == "avx512") set_simd_level(SimdLevel::AVX512);
+    else throw py::value_error("level: expected \"scalar\", \"avx2\" or \"avx512\"");
+  }, py::arg("level"));
+  m.def("xxh64", [](py::bytes data) {
+    std::string s = data;
+    return xxh64(s.data(), s.size());
+  }, py::arg("data"));
+  m.def("cuda_available", [] {
+#ifdef SPQINDEX_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}

@@ -1,0 +1,51 @@
+// AVX2 kernels. Compiled with -mavx2 -mfma for this file only; holds no static objects
+// (a static initialiser here would run on CPUs without AVX2).
+#include <immintrin.h>
+
+#include "spqindex/simd.h"
+
+namespace spqindex {
+namespace {
+
+// Explicit mul then add (no FMA) keeps every lane bit-identical to the scalar kernel.
+void subspace_l2(const float* x, const float* ct, int K, int dsub, float* dist) {
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int d = 0; d < dsub; d++) {
+      __m256 diff = _mm256_sub_ps(_mm256_set1_ps(x[d]), _mm256_loadu_ps(ct + (size_t)d * K + k));
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(diff, diff));
+    }
+    _mm256_storeu_ps(dist + k, acc);
+  }
+  for (; k < K; k++) {
+    float acc = 0.f;
+    for (int d = 0; d < dsub; d++) {
+      float diff = x[d] - ct[(size_t)d * K + k];
+      acc += diff * diff;
+    }
+    dist[k] = acc;
+  }
+}
+
+void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int d = 0; d < dsub; d++)
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(x[d]),
+                                             _mm256_loadu_ps(ct + (size_t)d * K + k)));
+    _mm256_storeu_ps(dot + k, acc);
+  }
+  for (; k < K; k++) {
+    float acc = 0.f;
+    for (int d = 0; d < dsub; d++) acc += x[d] * ct[(size_t)d * K + k];
+    dot[k] = acc;
+  }
+}
+
+}  // namespace
+
+Kernels avx2_kernels() { return Kernels{SimdLevel::AVX2, subspace_l2, subspace_ip}; }
+
+}  // namespace spqindex

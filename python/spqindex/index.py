@@ -1,0 +1,192 @@
+"""The product-quantization index: exact asymmetric-distance (ADC) search over packed codes."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._validate import code_matrix, float_matrix, id_vector, positive_int, to_numpy
+
+METRICS = ("l2", "spq", "ip")
+
+
+def _check_codebooks(codebooks) -> np.ndarray:
+    arr = to_numpy(codebooks, "codebooks")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"codebooks: expected a floating-point array, got {arr.dtype}")
+    if arr.ndim != 3:
+        raise ValueError(f"codebooks: expected shape (M, K, dsub), got {arr.shape}")
+    M, K, dsub = arr.shape
+    if M < 1 or dsub < 1:
+        raise ValueError(f"codebooks: M and dsub must be >= 1, got shape {arr.shape}")
+    if K < 2 or K > 256 or K & (K - 1):
+        raise ValueError(f"codebooks: K must be a power of two in 2..256 (nbits 1..8), got K={K}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("codebooks: contains NaN or Inf")
+    return arr
+
+
+def _check_path(path, name: str = "path") -> str:
+    if isinstance(path, (bytes, bytearray)):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{name}: is empty")
+    if "\0" in path:
+        raise ValueError(f"{name}: contains a NUL byte")
+    return path
+
+
+class Index:
+    """Product-quantization index with exact top-k search.
+
+    ``codebooks`` has shape ``(M, K, dsub)`` with ``K = 2**nbits``; vectors have ``dim = M * dsub``.
+    Metrics: ``"l2"`` (sum of squared sub-space distances, FAISS IndexPQ), ``"spq"`` (sum of unsquared
+    sub-space distances, the SPQ paper's retrieval), ``"ip"`` (inner product, larger is better).
+    Codes use the FAISS ``ProductQuantizer`` byte layout, so they can move between both libraries.
+    """
+
+    def __init__(self, codebooks, metric: str = "l2"):
+        if not isinstance(metric, str) or metric not in METRICS:
+            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+        self._core = _core.IndexCore(_check_codebooks(codebooks), metric)
+
+    @classmethod
+    def _wrap(cls, core) -> "Index":
+        self = cls.__new__(cls)
+        self._core = core
+        return self
+
+    @classmethod
+    def train(cls, x, M: int = 8, nbits: int = 4, metric: str = "l2", iters: int = 25,
+              seed: int = 0, max_points_per_centroid: int = 256) -> "Index":
+        """Classic PQ: k-means codebooks per sub-space, learned from ``x`` (n, dim). Empty index."""
+        from .pq import train_codebooks
+
+        codebooks = train_codebooks(x, M=M, nbits=nbits, iters=iters, seed=seed,
+                                    max_points_per_centroid=max_points_per_centroid)
+        return cls(codebooks, metric=metric)
+
+    # --- properties -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._core.ntotal
+
+    @property
+    def ntotal(self) -> int:
+        return self._core.ntotal
+
+    @property
+    def dim(self) -> int:
+        return self._core.dim
+
+    @property
+    def M(self) -> int:
+        return self._core.M
+
+    @property
+    def K(self) -> int:
+        return self._core.K
+
+    @property
+    def nbits(self) -> int:
+        return self._core.nbits
+
+    @property
+    def dsub(self) -> int:
+        return self._core.dsub
+
+    @property
+    def code_size(self) -> int:
+        return self._core.code_size
+
+    @property
+    def metric(self) -> str:
+        return self._core.metric
+
+    @property
+    def codebooks(self) -> np.ndarray:
+        """A copy of the codebooks, shape (M, K, dsub) float32."""
+        return self._core.codebooks
+
+    @property
+    def read_only(self) -> bool:
+        """True for an index loaded with ``mmap=True``."""
+        return self._core.read_only
+
+    @property
+    def ids(self) -> np.ndarray:
+        """A copy of the stored ids in storage order, shape (ntotal,) int64."""
+        return self._core.ids()
+
+    @property
+    def codes(self) -> np.ndarray:
+        """A copy of the stored packed codes, shape (ntotal, code_size) uint8."""
+        return self._core.codes()
+
+    def __repr__(self) -> str:
+        return (f"spqindex.Index(ntotal={self.ntotal}, dim={self.dim}, M={self.M}, nbits={self.nbits}, "
+                f"metric={self.metric!r}, code_size={self.code_size}"
+                + (", read_only=True" if self.read_only else "") + ")")
+
+    # --- mutation -----------------------------------------------------------------------------
+    def add(self, x, ids=None) -> None:
+        """Encodes and stores ``x`` (n, dim). ``ids``: unique non-negative int64, or None to continue
+        from the largest id so far. All-or-nothing: on error the index is unchanged."""
+        xa = float_matrix(x, "x", self.dim)
+        ia = None if ids is None else id_vector(ids, "ids", xa.shape[0])
+        self._core.add(xa, ia)
+
+    def add_codes(self, codes, ids=None) -> None:
+        """Stores already packed codes (n, code_size) uint8, e.g. from ``encode`` or FAISS."""
+        ca = code_matrix(codes, "codes", self.code_size)
+        ia = None if ids is None else id_vector(ids, "ids", ca.shape[0])
+        self._core.add_codes(ca, ia)
+
+    def remove(self, ids) -> int:
+        """Removes the given ids; unknown ids are ignored. Returns how many were removed."""
+        return int(self._core.remove(id_vector(ids, "ids")))
+
+    # --- queries ------------------------------------------------------------------------------
+    def search(self, q, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by ADC. Returns ``(D, I)`` of shape (nq, k), best first, ties by smaller id;
+        missing results are padded with id -1 and distance +inf (-inf for "ip")."""
+        k = positive_int(k, "k")
+        qa = float_matrix(q, "q", self.dim)
+        return self._core.search(qa, k)
+
+    def encode(self, x) -> np.ndarray:
+        """Packed codes (n, code_size) uint8 of ``x``: nearest codeword per sub-space (squared L2)."""
+        return self._core.encode(float_matrix(x, "x", self.dim))
+
+    def decode(self, codes) -> np.ndarray:
+        """Vectors (n, dim) float32 rebuilt from packed codes."""
+        return self._core.decode(code_matrix(codes, "codes", self.code_size))
+
+    def reconstruct(self, ids) -> np.ndarray:
+        """Decoded stored vectors for the given ids, shape (n, dim). Raises KeyError for unknown ids."""
+        return self._core.reconstruct(id_vector(ids, "ids"))
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Writes the index atomically (temporary file, fsync, rename): a crash leaves either the
+        old file or the new one, never a mix."""
+        path = _check_path(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "path: is a directory", path)
+        self._core.save(path)
+
+    @classmethod
+    def load(cls, path, mmap: bool = False) -> "Index":
+        """Reads an index saved by ``save``. With ``mmap=True`` the codes and ids stay in the file,
+        mapped read-only (the index cannot be modified). Corrupted files raise ValueError."""
+        path = _check_path(path)
+        if not isinstance(mmap, (bool, np.bool_)):
+            raise TypeError(f"mmap: expected a bool, got {type(mmap).__name__}")
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "path: is a directory", path)
+        return cls._wrap(_core.IndexCore.load(path, bool(mmap)))

@@ -1,0 +1,91 @@
+"""Classic product quantization: k-means codebooks learned independently per sub-space."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validate import float_matrix, positive_int
+
+
+def train_codebooks(x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 0,
+                    max_points_per_centroid: int = 256) -> np.ndarray:
+    """Lloyd's k-means with K = 2**nbits centroids in each of the M sub-spaces of ``x`` (n, dim).
+
+    Assignment uses the native encoder (nearest codeword, all sub-spaces at once). Like FAISS,
+    at most ``max_points_per_centroid * K`` training points are sampled; empty clusters are
+    re-seeded by splitting the largest one. Returns codebooks (M, K, dsub) float32.
+    """
+    M = positive_int(M, "M")
+    nbits = positive_int(nbits, "nbits")
+    if nbits > 8:
+        raise ValueError(f"nbits: must be in 1..8, got {nbits}")
+    iters = positive_int(iters, "iters")
+    max_points_per_centroid = positive_int(max_points_per_centroid, "max_points_per_centroid")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    xa = float_matrix(x, "x")
+    n, dim = xa.shape
+    if dim % M:
+        raise ValueError(f"M: must divide the dimension {dim}, got {M}")
+    K = 1 << nbits
+    if n < K:
+        raise ValueError(f"x: need at least K={K} training vectors, got {n}")
+    dsub = dim // M
+    rng = np.random.default_rng(seed)
+    if n > max_points_per_centroid * K:
+        xa = xa[np.sort(rng.choice(n, max_points_per_centroid * K, replace=False))]
+        n = xa.shape[0]
+    xs = xa.reshape(n, M, dsub)
+
+    # Initialise each sub-space with K distinct random training points.
+    codebooks = np.empty((M, K, dsub), dtype=np.float32)
+    for m in range(M):
+        codebooks[m] = xs[rng.choice(n, K, replace=False), m]
+
+    unpack_shift = np.arange(8, dtype=np.uint8)
+    for _ in range(iters):
+        assign = _assign(codebooks, xa, M, nbits, unpack_shift)  # (n, M)
+        for m in range(M):
+            a = assign[:, m]
+            counts = np.bincount(a, minlength=K)
+            sums = np.zeros((K, dsub), dtype=np.float64)
+            np.add.at(sums, a, xs[:, m])
+            nonempty = counts > 0
+            codebooks[m, nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
+            for k in np.flatnonzero(~nonempty):
+                _split_largest(codebooks[m], counts, k, rng)
+    return codebooks
+
+
+def _assign(codebooks: np.ndarray, x: np.ndarray, M: int, nbits: int, shift) -> np.ndarray:
+    codes = _core.IndexCore(codebooks, "l2").encode(x)
+    return unpack_codes(codes, M, nbits)
+
+
+def unpack_codes(codes: np.ndarray, M: int, nbits: int) -> np.ndarray:
+    """Packed FAISS-layout codes (n, code_size) uint8 -> (n, M) int64 codeword indices."""
+    if nbits == 8:
+        return codes[:, :M].astype(np.int64)
+    bits = np.unpackbits(codes, axis=1, bitorder="little")[:, : M * nbits]
+    bits = bits.reshape(codes.shape[0], M, nbits).astype(np.int64)
+    return (bits << np.arange(nbits, dtype=np.int64)).sum(axis=2)
+
+
+def pack_codes(assign: np.ndarray, nbits: int) -> np.ndarray:
+    """(n, M) codeword indices -> packed FAISS-layout codes (n, ceil(M*nbits/8)) uint8."""
+    assign = np.asarray(assign, dtype=np.int64)
+    n, M = assign.shape
+    bits = ((assign[:, :, None] >> np.arange(nbits)) & 1).astype(np.uint8).reshape(n, M * nbits)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def _split_largest(centroids: np.ndarray, counts: np.ndarray, empty: int, rng) -> None:
+    """Re-seeds an empty cluster next to the most populated one (FAISS-style split)."""
+    big = int(np.argmax(counts))
+    eps = 1.0 / 1024
+    noise = rng.standard_normal(centroids.shape[1]).astype(np.float32) * eps
+    scale = np.abs(centroids[big]) + eps
+    centroids[empty] = centroids[big] + noise * scale
+    centroids[big] = centroids[big] - noise * scale
+    counts[empty] = counts[big] // 2
+    counts[big] -= counts[empty]
