@@ -13,6 +13,7 @@
 
 #include "spqindex/codebooks.h"
 #include "spqindex/metric.h"
+#include "spqindex/rwlock.h"
 
 namespace spqindex {
 
@@ -91,7 +92,7 @@ class Index {
   mutable std::unordered_map<int64_t, size_t> row_of_;
   mutable bool row_of_valid_ = false;
   mutable std::mutex row_of_mu_;
-  mutable std::shared_mutex mu_;
+  mutable WriterPreferringMutex mu_;  ///< searches share it; add/remove take it alone
 };
 
 }  // namespace spqindex
