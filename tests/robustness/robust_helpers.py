@@ -115,3 +115,16 @@ def run_threads(targets, timeout: float):
         raise AssertionError(f"{len(alive)} threads still running after {timeout} s (deadlock?)")
     if errors:
         raise errors[0]
+
+
+# Set when the suite runs under AddressSanitizer (make test-asan preloads libasan): ASan's
+# quarantine and shadow memory make RSS and address-space bounds meaningless there.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def scratch_dir(fallback: str) -> str:
+    """A fresh directory on tmpfs when there is one (rewriting small files thousands of times on
+    ext4 waits on the disk), else under `fallback`."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return tempfile.mkdtemp(prefix="spq-robust-", dir="/dev/shm")
+    return tempfile.mkdtemp(prefix="spq-robust-", dir=fallback)

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
 
 import spqindex
 from file_mutations import mutations
-from robust_helpers import saved_file
+from robust_helpers import UNDER_ASAN, saved_file, scratch_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def scratch_dir(tmp_path):
-    """tmpfs when there is one: rewriting a file thousands of times on ext4 waits on the disk."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        return tempfile.mkdtemp(prefix="spq-fuzz-", dir="/dev/shm")
-    return str(tmp_path)
 
 
 def test_mutations_are_many_and_deterministic():
@@ -37,22 +30,20 @@ def test_replay_mutated_files_under_memory_limit(tmp_path):
     without a valid checksum, lengths past the end, semantic corruption behind a valid
     checksum, random edits), each loaded with mmap off and on, in a child process whose
     address space is capped at its size + 64 MiB: only ValueError/OSError or a working index."""
-    work = scratch_dir(tmp_path)
+    work = scratch_dir(str(tmp_path))
     try:
         proc = subprocess.run([sys.executable, os.path.join(HERE, "file_mutations.py"), "--replay", work],
                               capture_output=True, text=True, timeout=300)
     finally:
-        if work != str(tmp_path):
-            for name in os.listdir(work):
-                os.unlink(os.path.join(work, name))
-            os.rmdir(work)
+        shutil.rmtree(work, ignore_errors=True)
     assert proc.returncode == 0, f"replay crashed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(report)
     assert report["n_failures"] == 0, report["failures"]
     assert report["files"] >= 10_000
-    assert report["limit_effective"]
-    assert report["peak_rss_growth"] < 64 << 20
+    if not UNDER_ASAN:  # ASan reserves its own memory; there the limit is off (see replay)
+        assert report["limit_effective"]
+        assert report["peak_rss_growth"] < 64 << 20
     assert report["outcomes"].get("ValueError", 0) > 0.9 * report["loads"]
 
 
