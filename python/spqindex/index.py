@@ -143,13 +143,23 @@ class Index:
         from the largest id so far. All-or-nothing: on error the index is unchanged."""
         xa = float_matrix(x, "x", self.dim)
         ia = None if ids is None else id_vector(ids, "ids", xa.shape[0])
-        self._core.add(xa, ia)
+        try:
+            self._core.add(xa, ia)
+        except MemoryError:
+            raise MemoryError(self._no_memory("x", xa.shape[0])) from None
 
     def add_codes(self, codes, ids=None) -> None:
         """Stores already packed codes (n, code_size) uint8, e.g. from ``encode`` or FAISS."""
         ca = code_matrix(codes, "codes", self.code_size)
         ia = None if ids is None else id_vector(ids, "ids", ca.shape[0])
-        self._core.add_codes(ca, ia)
+        try:
+            self._core.add_codes(ca, ia)
+        except MemoryError:
+            raise MemoryError(self._no_memory("codes", ca.shape[0])) from None
+
+    def _no_memory(self, name: str, n: int) -> str:
+        return (f"{name}: not enough memory to add {n} vectors ({n * (self.code_size + 8)} bytes of "
+                f"codes and ids, on top of {self.ntotal} stored); the index is unchanged")
 
     def remove(self, ids) -> int:
         """Removes the given ids; unknown ids are ignored. Returns how many were removed."""
