@@ -45,3 +45,37 @@ bench-smoke: install
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .benchmarks
+
+# --- Robustness (docs/robustness.md) --------------------------------------------------------
+# test-asan: the C++ tests and the fast Python tests with AddressSanitizer + UBSan. The Python
+# run preloads libasan/libubsan into the venv's python (-S keeps the editable, unsanitized
+# install off sys.path) and imports a copy of the package holding the sanitized _core.
+ASAN_DIR := build/asan
+SAN_ENV := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+FUZZ_TIME ?= 300
+
+.PHONY: test-robust test-asan fuzz
+
+test-robust: install
+	$(BIN)/python -m pytest -q tests/robustness $(PYTEST_ARGS)
+
+test-asan: install
+	PATH=$(abspath $(BIN)):$$PATH cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSPQINDEX_SANITIZE=ON -DSPQINDEX_BUILD_TESTS=ON -DSPQINDEX_PYTHON=ON \
+	  -DPython_EXECUTABLE=$(abspath $(BIN)/python) -Dpybind11_DIR=$$($(BIN)/python -m pybind11 --cmakedir)
+	PATH=$(abspath $(BIN)):$$PATH cmake --build $(ASAN_DIR)
+	$(SAN_ENV) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(ASAN_DIR)/spqindex_tests
+	rm -rf $(ASAN_DIR)/pkg && mkdir -p $(ASAN_DIR)/pkg && cp -r python/spqindex $(ASAN_DIR)/pkg/ \
+	  && cp $(ASAN_DIR)/_core*.so $(ASAN_DIR)/pkg/spqindex/
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 $(SAN_ENV) \
+	  PYTHONPATH=$(ASAN_DIR)/pkg:$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" --ignore=tests/train tests
+
+# Coverage-guided fuzzing of Index.load for FUZZ_TIME seconds; new inputs go to build/fuzz-corpus,
+# crashes to ./crash-*. The seed corpus in fuzz/corpus stays small and is not written to.
+fuzz: install
+	$(BIN)/pip install -q atheris
+	mkdir -p build/fuzz-corpus
+	$(BIN)/python fuzz/fuzz_load.py build/fuzz-corpus fuzz/corpus -max_total_time=$(FUZZ_TIME) \
+	  -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -464,12 +467,32 @@ void test_concurrent_search_and_mutation() {
       }
     });
   auto x = randn(rng, 50 * idx->dim());
+  // A writer starved by back-to-back searches (a reader-preferring lock) would hang here
+  // forever: fail the run instead.
+  std::mutex wd_mu;
+  std::condition_variable wd_cv;
+  bool writer_done = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(wd_mu);
+    if (!wd_cv.wait_for(lock, std::chrono::seconds(120), [&] { return writer_done; })) {
+      std::printf("FAILED  %s: add/remove did not finish in 120 s under concurrent searches\n",
+                  g_current.c_str());
+      std::fflush(stdout);
+      std::_Exit(1);
+    }
+  });
   for (int round = 0; round < 200; round++) {
     std::vector<int64_t> ids(50);
     for (int i = 0; i < 50; i++) ids[i] = 1000000 + round * 50 + i;
     idx->add(x.data(), 50, ids.data());
     CHECK(idx->remove(ids.data(), 50) == 50);
   }
+  {
+    std::lock_guard<std::mutex> lock(wd_mu);
+    writer_done = true;
+  }
+  wd_cv.notify_all();
+  watchdog.join();
   stop = true;
   for (auto& t : readers) t.join();
   CHECK(bad.load() == 0);
