@@ -40,7 +40,7 @@ def test_searchers_during_add_remove(restore_threads):
     spqindex.set_num_threads(2)
 
     stop = threading.Event()
-    counts = {"searches": 0, "checked_rows": 0, "adds": 0, "removes": 0, "pool_swaps": 0}
+    counts = {"searches": 0, "checked_rows": 0, "adds": 0, "removes": 0, "pool_swaps": 0, "max_add_s": 0.0}
     lock = threading.Lock()
 
     def searcher(seed):
@@ -71,7 +71,9 @@ def test_searchers_during_add_remove(restore_threads):
             n = int(r.integers(1, 300))
             # Volatile vectors near the queries, so they do enter the top-k.
             x = (queries[int(r.integers(len(queries)))][:1] + 0.3 * r.standard_normal((n, dim))).astype(np.float32)
+            t0 = time.perf_counter()
             index.add(x, ids=np.arange(next_id, next_id + n))
+            counts["max_add_s"] = max(counts["max_add_s"], time.perf_counter() - t0)
             live.append(np.arange(next_id, next_id + n))
             next_id += n
             counts["adds"] += 1
@@ -95,6 +97,7 @@ def test_searchers_during_add_remove(restore_threads):
 
     print(counts)
     assert counts["searches"] > 50 and counts["adds"] > 10 and counts["removes"] > 5
+    assert counts["max_add_s"] < 5, "a writer waited too long behind the searches"
     assert len(index) == N_STABLE
     spqindex.set_num_threads(1)
     for q, (D_ref, I_ref) in zip(queries, reference):  # afterwards: exactly the reference
