@@ -133,11 +133,12 @@ struct GpuIndex::Impl {
     return DeviceCodes{words.ptr, plane, n, cb.M, cb.nbits};
   }
 
-  /// Chunks per query for a batch of nq queries: enough blocks to fill the GPU, chunks small
-  /// enough that the queries of a batch share them through L2, large enough to amortise the
-  /// per-block selection.
+  /// Chunks per query for a batch of nq queries: enough blocks for one full wave on the GPU,
+  /// chunks small enough that the queries of a batch share them through L2, large enough to
+  /// amortise the per-block selection.
   int plan_chunks(size_t nq, size_t k) const {
-    const size_t target_blocks = static_cast<size_t>(sm_count) * 8;
+    const size_t target_blocks =
+        static_cast<size_t>(sm_count) * scan_blocks_per_sm(cb.nbits, cb.M, k);
     size_t chunks = (target_blocks + nq - 1) / nq;
     if (nq > 1) {
       const size_t bytes = n * static_cast<size_t>(nplanes) * 4;

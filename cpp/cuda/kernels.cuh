@@ -74,6 +74,9 @@ void launch_check_finite(const float* x, size_t n, int* flag, cudaStream_t strea
 void launch_scan_select(const float* luts, size_t nq, const DeviceCodes& codes, size_t k,
                         size_t rows_per_chunk, int nchunks, uint64_t* out, cudaStream_t stream);
 
+/// Resident scan blocks per SM for this shape (one "wave" is this times the SM count).
+int scan_blocks_per_sm(int nbits, int M, size_t k);
+
 /// Reduces nlists candidate lists per query to ceil(nlists / group): in (nq, nlists, k) ->
 /// out (nq, ceil(nlists / group), k), each output list the k best keys of `group` input lists.
 void launch_merge(const uint64_t* in, size_t nq, int nlists, size_t k, int group, uint64_t* out,

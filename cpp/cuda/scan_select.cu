@@ -230,13 +230,28 @@ __global__ void finish_kernel(const uint64_t* __restrict__ keys, size_t total,
 }
 
 template <int NBITS>
-void scan_select_nbits(const float* luts, size_t nq, const DeviceCodes& codes, size_t k,
-                       size_t rows_per_chunk, int nchunks, uint64_t* out, cudaStream_t stream) {
-  const int cap = select_capacity(k);
-  const size_t smem = scan_smem_bytes(k, codes.M, 1 << NBITS);
+size_t prepare_scan(int M, size_t k) {
+  const size_t smem = scan_smem_bytes(k, M, 1 << NBITS);
   SPQ_CUDA_CHECK(cudaFuncSetAttribute(scan_select_kernel<NBITS>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(smem)));
+  return smem;
+}
+
+template <int NBITS>
+int scan_occupancy(int M, size_t k) {
+  const size_t smem = prepare_scan<NBITS>(M, k);
+  int blocks = 0;
+  SPQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, scan_select_kernel<NBITS>,
+                                                               kBlock, smem));
+  return std::max(blocks, 1);
+}
+
+template <int NBITS>
+void scan_select_nbits(const float* luts, size_t nq, const DeviceCodes& codes, size_t k,
+                       size_t rows_per_chunk, int nchunks, uint64_t* out, cudaStream_t stream) {
+  const int cap = select_capacity(k);
+  const size_t smem = prepare_scan<NBITS>(codes.M, k);
   const dim3 grid(static_cast<unsigned>(nq), static_cast<unsigned>(nchunks));
   scan_select_kernel<NBITS><<<grid, kBlock, smem, stream>>>(luts, codes, static_cast<int>(k), cap,
                                                             rows_per_chunk, out);
@@ -260,6 +275,20 @@ void launch_scan_select(const float* luts, size_t nq, const DeviceCodes& codes, 
     default:
       throw std::invalid_argument("nbits: the CUDA scan supports 1..8, got " +
                                   std::to_string(codes.nbits));
+  }
+}
+
+int scan_blocks_per_sm(int nbits, int M, size_t k) {
+  switch (nbits) {
+    case 1: return scan_occupancy<1>(M, k);
+    case 2: return scan_occupancy<2>(M, k);
+    case 3: return scan_occupancy<3>(M, k);
+    case 4: return scan_occupancy<4>(M, k);
+    case 5: return scan_occupancy<5>(M, k);
+    case 6: return scan_occupancy<6>(M, k);
+    case 7: return scan_occupancy<7>(M, k);
+    case 8: return scan_occupancy<8>(M, k);
+    default: throw std::invalid_argument("nbits: expected 1..8");
   }
 }
 
