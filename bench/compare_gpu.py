@@ -56,11 +56,12 @@ class TorchBaseline:
     """LUT gather + torch.topk, the straightforward way: per database tile, scores (nq, tile) are
     summed from M index_selects of the flattened LUT, then torch.topk; a final topk merges."""
 
-    def __init__(self, torch, codebooks: np.ndarray, codes: np.ndarray, nbits: int):
+    def __init__(self, torch, codebooks: np.ndarray, codes: np.ndarray, nbits: int,
+                 device: str = "cuda"):
         self.torch = torch
         M, K, dsub = codebooks.shape
         self.M, self.K, self.dsub = M, K, dsub
-        dev = torch.device("cuda")
+        dev = self.device = torch.device(device)
         self.cb = torch.from_numpy(codebooks).to(dev)  # (M, K, dsub)
         c = torch.from_numpy(codes).to(dev)
         if nbits == 8:
@@ -90,7 +91,8 @@ class TorchBaseline:
         i = torch.cat(best_i, 1)
         d, j = torch.topk(d, k, dim=1, largest=False)
         i = torch.gather(i, 1, j)
-        torch.cuda.synchronize()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         return d, i
 
 

@@ -62,6 +62,30 @@ def test_cuda_available_is_bool():
         assert spqindex.cuda_available() is False
 
 
+class _FakeCudaArray:
+    """Only the __cuda_array_interface__ dict: checks the parsing, never dereferenced."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, stream=None):
+        self.__cuda_array_interface__ = dict(shape=shape, typestr=typestr, strides=strides,
+                                             data=(123456, False), version=3, stream=stream)
+
+
+def test_cuda_array_interface_parsing():
+    from spqindex.gpu import _device_matrix
+
+    assert _device_matrix(np.zeros((2, 8), np.float32), "q", 8, 0) is None  # host arrays: None
+    _, ptr, n, stream = _device_matrix(_FakeCudaArray((5, 8), stream=7), "q", 8, 0)
+    assert (ptr, n, stream) == (123456, 5, 7)
+    assert _device_matrix(_FakeCudaArray((8,)), "q", 8, 0)[2] == 1  # one 1-d query
+    assert _device_matrix(_FakeCudaArray((3, 8), strides=(32, 4)), "q", 8, 0)[3] == 0
+    with pytest.raises(TypeError, match="float32"):
+        _device_matrix(_FakeCudaArray((3, 8), typestr="<f8"), "q", 8, 0)
+    with pytest.raises(ValueError, match="shape"):
+        _device_matrix(_FakeCudaArray((3, 9)), "q", 8, 0)
+    with pytest.raises(ValueError, match="contiguous"):
+        _device_matrix(_FakeCudaArray((3, 8), strides=(64, 4)), "q", 8, 0)
+
+
 # --- exactness against the CPU ------------------------------------------------------------------
 
 @needs_cuda

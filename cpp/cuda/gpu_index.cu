@@ -129,6 +129,20 @@ struct GpuIndex::Impl {
   cudaEvent_t start = nullptr, stop = nullptr, producer = nullptr;
   std::mutex mu;
 
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {  // the caller made `device` current; buffers free themselves after this body
+    if (stream) cudaStreamSynchronize(stream);
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    if (producer) cudaEventDestroy(producer);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  /// Dynamic shared memory of a scan block must leave room for the static part (SelectShared).
+  bool scan_fits(size_t k) const { return scan_smem_bytes(k, cb.M, cb.K) + 256 <= smem_limit; }
+
   DeviceCodes device_codes() const {
     return DeviceCodes{words.ptr, plane, n, cb.M, cb.nbits};
   }
@@ -153,7 +167,7 @@ struct GpuIndex::Impl {
   /// Device time is measured from the first call's LUT kernel to the last call's results.
   void run(const float* q_dev, size_t nq, size_t k, float* D_host, int64_t* I_host, bool first) {
     const int M = cb.M, K = cb.K;
-    SPQ_CHECK_ARG(scan_smem_bytes(k, M, K) <= smem_limit,
+    SPQ_CHECK_ARG(scan_fits(k),
                   "k: too large for this index's LUT in shared memory (LUT " +
                       std::to_string(M * K * 4) + " bytes + " +
                       std::to_string(select_capacity(k) * 8) + " bytes of candidates > " +
@@ -249,7 +263,7 @@ GpuIndex::GpuIndex(const Index& cpu, int device) : impl_(new Impl) {
   DeviceGuard guard(device);
   s.sm_count = device_info(device).sm_count;
   s.smem_limit = max_smem_per_block(device);
-  SPQ_CHECK_ARG(scan_smem_bytes(1, s.cb.M, s.cb.K) <= s.smem_limit,
+  SPQ_CHECK_ARG(s.scan_fits(1),
                 "index: its LUT (M * K * 4 = " + std::to_string(s.cb.M * s.cb.K * 4) +
                     " bytes) does not fit in one block's shared memory on this device; use the "
                     "CPU index");
@@ -302,12 +316,7 @@ GpuIndex::~GpuIndex() {
   int prev = 0;
   const bool restore = cudaGetDevice(&prev) == cudaSuccess;
   cudaSetDevice(impl_->device);
-  if (impl_->stream) cudaStreamSynchronize(impl_->stream);
-  if (impl_->start) cudaEventDestroy(impl_->start);
-  if (impl_->stop) cudaEventDestroy(impl_->stop);
-  if (impl_->producer) cudaEventDestroy(impl_->producer);
-  if (impl_->stream) cudaStreamDestroy(impl_->stream);
-  impl_.reset();  // frees the device buffers while their device is current
+  impl_.reset();  // stream, events and buffers go while their device is current
   if (restore) cudaSetDevice(prev);
 }
 
