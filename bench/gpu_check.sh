@@ -13,12 +13,16 @@ cd "$(dirname "$0")/.."
 DEST=${OUT:-build}
 mkdir -p "$DEST"
 LOG="$DEST/gpu_check.log"
-exec > >(tee "$LOG") 2>&1
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 SITE=${SPQ_SITE:-/tmp/spqindex-gpu-site}
-status=0
 stage() { echo; echo "== $(date -u +%FT%TZ) $*"; }
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+main() {
+status=0
 
 stage "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv || true
@@ -31,10 +35,14 @@ rm -rf "$SITE"
 start=$(date +%s)
 if ! SPQINDEX_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) timeout 300 "$PY" -m pip install -q \
     --no-build-isolation --no-deps --no-index --target "$SITE" -Cbuild-dir=build/gpu . ; then
-  echo "BUILD FAILED"; exit 1
+  echo "BUILD FAILED"; return 1
 fi
 echo "build took $(( $(date +%s) - start )) s"
 export PYTHONPATH="$SITE"
+case "$("$PY" -c 'import spqindex; print(spqindex.__file__)')" in
+  "$SITE"/*) ;;
+  *) echo "WARNING: spqindex is not imported from $SITE (an editable install shadows it?)";;
+esac
 "$PY" -c "import spqindex, spqindex.gpu as g; print('spqindex from', spqindex.__file__); print('cuda_available', spqindex.cuda_available()); print(g.device_info(0))" || status=1
 
 stage "tests: tests/test_cuda.py (all, slow included), tests/test_index.py"
@@ -48,4 +56,8 @@ timeout 210 "$PY" bench/compare_gpu.py --n "$N" --json "$DEST/compare_gpu.json" 
   || { echo "BENCHMARK FAILED (or timed out)"; status=1; }
 
 stage "done, status $status"
-exit $status
+return $status
+}
+
+main 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
