@@ -112,6 +112,8 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
         state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         if state.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{ckpt_path!r} is not a spqindex training checkpoint")
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{ckpt_path!r} was written with config {state['config']}, not this model's {cfg.to_dict()}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
