@@ -230,3 +230,21 @@ def test_train_kmeans(rng):
         spqindex.Index.train(x, M=3, nbits=4)
     with pytest.raises(ValueError, match="x"):
         spqindex.Index.train(x[:8], M=2, nbits=4)
+
+
+def test_search_works_in_forked_child(rng):
+    """After fork() the thread pool's workers do not exist in the child; search must still run."""
+    import os
+
+    cb = random_codebooks(rng, 4, 8, 2)
+    index = spqindex.Index(cb)
+    x = rng.standard_normal((50000, 8)).astype(np.float32)
+    index.add(x)
+    expected = index.search(x[:40], 5)[1]  # uses the pool in the parent first
+    pid = os.fork()
+    if pid == 0:  # child: exit code tells the parent whether results matched
+        ok = np.array_equal(index.search(x[:40], 5)[1], expected) and \
+            np.array_equal(index.search(x[:1], 5)[1], expected[:1])
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

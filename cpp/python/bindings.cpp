@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "spqindex/checksum.h"
+#include "spqindex/codes.h"
 #ifdef SPQINDEX_WITH_CUDA
 #include "spqindex/cuda.h"
 #endif
@@ -255,6 +256,10 @@ PYBIND11_MODULE(_core, m) {
              auto ca = strict<uint8_t>(codes, "codes", 2);
              check_dim(ca, "codes", self.code_size());
              const py::ssize_t n = ca.shape(0);
+             const Codebooks& cb = self.codebooks();
+             if (!codes_valid(ca.data(), n, cb.M, cb.nbits))
+               throw py::value_error(
+                   "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
              py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
              float* xp = x.mutable_data();
              {

@@ -93,7 +93,16 @@ void Index::append(const uint8_t* codes, size_t n, const int64_t* ids) {
   for (size_t i = 0; i < n; i++) {
     const int64_t id = ids ? ids[i] : next_id_ + static_cast<int64_t>(i);
     ids_.push_back(id);
-    if (row_of_valid_) row_of_.emplace(id, ntotal_ + i);
+    if (row_of_valid_) {
+      // A map node allocation can fail after the reserves above; the id -> row map is a cache,
+      // so drop it (it is rebuilt on demand) rather than leave codes_/ids_ half appended.
+      try {
+        row_of_.emplace(id, ntotal_ + i);
+      } catch (...) {
+        row_of_valid_ = false;
+        row_of_.clear();
+      }
+    }
   }
   int64_t next = next_id_;
   for (size_t i = ntotal_; i < ntotal_ + n; i++) next = std::max(next, ids_[i] + 1);

@@ -10,6 +10,7 @@ from . import _core
 from ._validate import code_matrix, float_matrix, id_vector, positive_int, to_numpy
 
 METRICS = ("l2", "spq", "ip")
+_MAX_RESULT_BYTES = 2**62  # far beyond any address space; larger is certainly a mistake
 
 
 def _check_codebooks(codebooks) -> np.ndarray:
@@ -23,7 +24,8 @@ def _check_codebooks(codebooks) -> np.ndarray:
         raise ValueError(f"codebooks: M and dsub must be >= 1, got shape {arr.shape}")
     if K < 2 or K > 256 or K & (K - 1):
         raise ValueError(f"codebooks: K must be a power of two in 2..256 (nbits 1..8), got K={K}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow to Inf is reported just below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise ValueError("codebooks: contains NaN or Inf")
     return arr
@@ -68,6 +70,8 @@ class Index:
         """Classic PQ: k-means codebooks per sub-space, learned from ``x`` (n, dim). Empty index."""
         from .pq import train_codebooks
 
+        if not isinstance(metric, str) or metric not in METRICS:  # before the k-means, not after
+            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
         codebooks = train_codebooks(x, M=M, nbits=nbits, iters=iters, seed=seed,
                                     max_points_per_centroid=max_points_per_centroid)
         return cls(codebooks, metric=metric)
@@ -157,7 +161,15 @@ class Index:
         missing results are padded with id -1 and distance +inf (-inf for "ip")."""
         k = positive_int(k, "k")
         qa = float_matrix(q, "q", self.dim)
-        return self._core.search(qa, k)
+        nq = qa.shape[0]
+        # D and I together take 12 bytes per (query, k) slot.
+        if k > _MAX_RESULT_BYTES // 12 // max(nq, 1):
+            raise ValueError(f"k: {k} is too large: results of shape ({nq}, {k}) cannot be addressed")
+        try:
+            return self._core.search(qa, k)
+        except MemoryError:
+            raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) "
+                              f"({12 * nq * k} bytes)") from None
 
     def encode(self, x) -> np.ndarray:
         """Packed codes (n, code_size) uint8 of ``x``: nearest codeword per sub-space (squared L2)."""
