@@ -90,9 +90,9 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model
+    net = _TwoViews(model)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = make_augmentation(image_size(train_images), channels, cfg.crop_scale).to(dev)
 
@@ -142,8 +142,7 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
                 view_a = view_a.contiguous(memory_format=torch.channels_last)
                 view_b = view_b.contiguous(memory_format=torch.channels_last)
             with autocast:
-                xa, za = net(view_a)
-                xb, zb = net(view_b)
+                (xa, za), (xb, zb) = net(view_a, view_b)
             loss = cqc_loss(xa.float(), xb.float(), za, zb, cfg.tau)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -183,6 +182,18 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
     if own_group:
         dist.destroy_process_group()
     return history
+
+
+class _TwoViews(torch.nn.Module):
+    """Both views in one call (DDP expects one forward per backward); each view gets its own BatchNorm
+    statistics, as in the reference."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, view_a, view_b):
+        return self.model(view_a), self.model(view_b)
 
 
 def _save_checkpoint(path, model, optimizer, epoch, history, dev) -> None:
