@@ -13,9 +13,13 @@ def tiny_images(n=48, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
 
 
-def tiny_model(init_seed=0):
-    torch.manual_seed(init_seed)
-    return SPQModel(SPQConfig(bits=16, batch_size=16), "cnn28")
+def tiny_model(perturb=False):
+    model = SPQModel(SPQConfig(bits=16, batch_size=16), "cnn28")
+    if perturb:  # weights that resume must overwrite
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+    return model
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
@@ -33,7 +37,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
         with pytest.raises(Crash):
             fit(tiny_model(), x, epochs=2, checkpoint_dir=tmp_path, progress=False, record_steps=True)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed = fit(tiny_model(init_seed=5), x, epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False,
+    resumed = fit(tiny_model(perturb=True), x, epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False,
                   record_steps=True)
     assert len(resumed) == 2
     assert resumed[0]["step_losses"] == straight[0]["step_losses"]
@@ -54,6 +58,13 @@ def test_eval_restores_train_mode_and_logs_map(tmp_path):
     assert all("map" in h for h in hist) and 0 <= hist[-1]["map"] <= 1
     assert model.training
     assert all(m.training for m in model.modules())
+
+
+def test_construction_is_seeded():
+    a, b = SPQModel(SPQConfig(seed=3), "cnn28"), SPQModel(SPQConfig(seed=3), "cnn28")
+    c = SPQModel(SPQConfig(seed=4), "cnn28")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.head.codebooks, c.head.codebooks)
 
 
 def test_fit_validates_arguments():
