@@ -58,6 +58,8 @@ def test_eval_restores_train_mode_and_logs_map(tmp_path):
     assert all("map" in h for h in hist) and 0 <= hist[-1]["map"] <= 1
     assert model.training
     assert all(m.training for m in model.modules())
+    fit(tiny_model(), x, epochs=1, checkpoint_dir=tmp_path, progress=False)  # fresh run, fresh log
+    assert [json.loads(line)["epoch"] for line in open(tmp_path / "log.jsonl")] == [1]
 
 
 def test_construction_is_seeded():

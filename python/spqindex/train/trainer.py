@@ -122,6 +122,8 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
         history = [dict(h) for h in state["history"]]
         start_epoch = int(state["epoch"])
     log_path = os.path.join(checkpoint_dir, "log.jsonl") if checkpoint_dir is not None else None
+    if log_path is not None and rank == 0 and start_epoch == 0:
+        open(log_path, "w").close()  # a fresh run starts a fresh log
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
