@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import List, Optional
-
-import numpy as np
 
 DATA_HELP = ("dataset: 'fashion-mnist', 'cifar10', a folder of class sub-folders, or an .npz with "
              "'images' (uint8 N,H,W[,C]) and 'labels'")

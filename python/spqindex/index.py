@@ -193,6 +193,14 @@ class Index:
         """Decoded stored vectors for the given ids, shape (n, dim). Raises KeyError for unknown ids."""
         return self._core.reconstruct(id_vector(ids, "ids"))
 
+    def to_gpu(self, device: int = 0):
+        """A read-only GPU snapshot (``spqindex.gpu.GpuIndex``) whose ``search`` runs on CUDA device
+        ``device`` and returns exactly this index's results. Needs a build with SPQINDEX_CUDA=ON and
+        a GPU (``spqindex.cuda_available()``); see docs/gpu.md."""
+        from .gpu import GpuIndex
+
+        return GpuIndex(self, device)
+
     # --- persistence --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Writes the index atomically (temporary file, fsync, rename): a crash leaves either the

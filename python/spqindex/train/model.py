@@ -36,7 +36,9 @@ class SPQModel(nn.Module):
             if in_channels is None:
                 in_channels = 1 if backbone == "cnn28" else 3
             self.backbone_name = backbone
-            self.backbone = make_backbone(backbone, in_channels, pretrained=pretrained)
+            with torch.random.fork_rng(devices=[]):  # the initial weights depend on cfg.seed only
+                torch.manual_seed(cfg.seed)
+                self.backbone = make_backbone(backbone, in_channels, pretrained=pretrained)
         elif isinstance(backbone, nn.Module):
             if not isinstance(getattr(backbone, "out_dim", None), int):
                 raise ValueError("a custom backbone must have an int attribute out_dim (its feature size)")
@@ -46,7 +48,9 @@ class SPQModel(nn.Module):
             raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
         self.cfg = cfg
         self.in_channels = in_channels
-        self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q)
 
     def forward(self, images: torch.Tensor):
         """images (n, C, H, W) float -> (x, z): features before quantization and soft-quantized features."""

@@ -90,9 +90,9 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model
+    net = _TwoViews(model)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = make_augmentation(image_size(train_images), channels, cfg.crop_scale).to(dev)
 
@@ -112,6 +112,8 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
         state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         if state.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{ckpt_path!r} is not a spqindex training checkpoint")
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{ckpt_path!r} was written with config {state['config']}, not this model's {cfg.to_dict()}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
@@ -120,6 +122,8 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
         history = [dict(h) for h in state["history"]]
         start_epoch = int(state["epoch"])
     log_path = os.path.join(checkpoint_dir, "log.jsonl") if checkpoint_dir is not None else None
+    if log_path is not None and rank == 0 and start_epoch == 0:
+        open(log_path, "w").close()  # a fresh run starts a fresh log
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
@@ -140,8 +144,7 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
                 view_a = view_a.contiguous(memory_format=torch.channels_last)
                 view_b = view_b.contiguous(memory_format=torch.channels_last)
             with autocast:
-                xa, za = net(view_a)
-                xb, zb = net(view_b)
+                (xa, za), (xb, zb) = net(view_a, view_b)
             loss = cqc_loss(xa.float(), xb.float(), za, zb, cfg.tau)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,6 +184,18 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
     if own_group:
         dist.destroy_process_group()
     return history
+
+
+class _TwoViews(torch.nn.Module):
+    """Both views in one call (DDP expects one forward per backward); each view gets its own BatchNorm
+    statistics, as in the reference."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, view_a, view_b):
+        return self.model(view_a), self.model(view_b)
 
 
 def _save_checkpoint(path, model, optimizer, epoch, history, dev) -> None:
