@@ -78,7 +78,8 @@ test-asan: install
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 $(SAN_ENV) \
 	  PYTHONPATH=$(ASAN_DIR)/pkg:$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
-	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" --ignore=tests/train tests
+	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" \
+	  --ignore=tests/train --ignore=tests/test_cli.py --ignore=tests/test_cuda.py tests
 
 # Coverage-guided fuzzing of Index.load for FUZZ_TIME seconds; new inputs go to build/fuzz-corpus,
 # crashes to ./crash-*. The seed corpus in fuzz/corpus stays small and is not written to.
