@@ -27,9 +27,10 @@ with atheris.instrument_imports():
     import spqindex
     from spqindex import _core
 
-_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-_FD, _PATH = tempfile.mkstemp(prefix="spq-atheris-", suffix=".spq", dir=_DIR)
-os.close(_FD)
+# One scratch file per process, on tmpfs when there is one; removed after every input, because
+# libFuzzer ends the process without running Python's cleanup.
+_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+_PATH = os.path.join(_DIR, f"spq-atheris-{os.getpid()}.spq")
 _MAX_LEN = 1 << 20
 
 
@@ -96,6 +97,8 @@ def TestOneInput(data: bytes) -> None:
     except ValueError as e:
         _rejected_by(str(e))
         return
+    finally:
+        os.unlink(_PATH)  # a mapped index keeps its pages; the name can go
     D, I = index.search(np.zeros((2, index.dim), np.float32), 3)
     assert I.shape == (2, 3) and len(index.ids) == len(index)
     if len(index):
@@ -107,11 +110,8 @@ def main() -> None:
     with open("/proc/self/status") as f:
         vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
     resource.setrlimit(resource.RLIMIT_AS, (vm + (512 << 20), resource.RLIM_INFINITY))
-    try:
-        atheris.Setup(sys.argv, TestOneInput)
-        atheris.Fuzz()
-    finally:
-        os.unlink(_PATH)
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
 
 
 if __name__ == "__main__":
