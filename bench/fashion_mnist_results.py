@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--crop-scale", type=float, default=0.5, help="smallest RandomResizedCrop area")
+    p.add_argument("--crop-scale", type=float, default=0.8, help="smallest RandomResizedCrop area")
     p.add_argument("--top-n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
