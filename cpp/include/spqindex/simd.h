@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "spqindex/topk.h"
+#include "spqindex/fastscan.h"
 
 namespace spqindex {
 
@@ -17,6 +17,9 @@ struct Kernels {
   void (*subspace_l2)(const float* x, const float* ct, int K, int dsub, float* dist);
   /// dot[k] = Σ_d x[d] · ct[d, k] summed over d in order. ct layout (dsub, K).
   void (*subspace_ip)(const float* x, const float* ct, int K, int dsub, float* dot);
+  /// Fast-scan kernels for 4-bit and 8-bit codes (fastscan.h); nullptr: use the float scan.
+  ScanKernel scan4 = nullptr;
+  ScanKernel scan8 = nullptr;
 };
 
 /// The kernels chosen for this process (first call detects the CPU).
@@ -31,5 +34,8 @@ const char* simd_level_name(SimdLevel level);
 Kernels scalar_kernels();
 Kernels avx2_kernels();
 Kernels avx512_kernels();
+ScanKernel scan4_avx2();
+ScanKernel scan4_avx512();
+ScanKernel scan8_avx512vbmi();  ///< needs AVX-512 VBMI besides the AVX512 level
 
 }  // namespace spqindex

@@ -1,0 +1,97 @@
+// The portable half of the fast scan: query grouping, cache blocking and the exact rescoring of
+// candidates. The ISA kernels only compute quantized sums and report rows within the bound.
+#include <algorithm>
+#include <vector>
+
+#include "spqindex/fastscan.h"
+#include "spqindex/scan.h"
+#include "spqindex/topk.h"
+
+namespace spqindex {
+namespace {
+
+constexpr size_t kChunkBytes = 256 * 1024;  // code blocks kept in L2 across the queries
+
+struct Rescore {
+  const uint8_t* codes;
+  size_t code_size;
+  const int64_t* ids;
+  size_t n;
+  int M;
+  int nbits;
+  const float* luts;
+  size_t lut_size;
+  const QuantizedLut* qluts;
+  TopK* heaps;
+  const size_t* query_of;  ///< kernel query slot -> query index
+  ScanQuery* slots;
+};
+
+// Same arithmetic as scan_codes: float32 sum over m = 0..M-1 in order.
+inline float score4(const float* lut, const uint8_t* c, int M) {
+  float d = 0.f;
+  for (int m = 0; m < M; m++) {
+    const uint8_t byte = c[m >> 1];
+    d += lut[m * 16 + ((m & 1) ? (byte >> 4) : (byte & 15))];
+  }
+  return d;
+}
+inline float score8(const float* lut, const uint8_t* c, int M) {
+  float d = 0.f;
+  for (int m = 0; m < M; m++) d += lut[m * 256 + c[m]];
+  return d;
+}
+
+void offer(void* vctx, int slot, size_t block, uint64_t mask) {
+  Rescore& r = *static_cast<Rescore*>(vctx);
+  const size_t q = r.query_of[slot];
+  const float* lut = r.luts + q * r.lut_size;
+  TopK& heap = r.heaps[q];
+  float thr = heap.threshold();
+  const size_t row0 = block * kFastScanBlock;
+  while (mask) {
+    const size_t row = row0 + static_cast<size_t>(__builtin_ctzll(mask));
+    mask &= mask - 1;
+    if (row >= r.n) break;  // padding of the last block
+    const uint8_t* c = r.codes + row * r.code_size;
+    const float d = r.nbits == 4 ? score4(lut, c, r.M) : score8(lut, c, r.M);
+    if (d <= thr) {
+      heap.push(d, r.ids[row]);
+      thr = heap.threshold();
+    }
+  }
+  r.slots[slot].bound = r.qluts[q].bound(thr);
+}
+
+}  // namespace
+
+void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* codes,
+                   const int64_t* ids, size_t n, const float* luts, const QuantizedLut* qluts,
+                   size_t nq, size_t b0, size_t b1, TopK* heaps) {
+  const int M = packed.M, nbits = packed.nbits;
+  const size_t lut_size = static_cast<size_t>(M) << nbits;
+  const size_t row1 = std::min(n, b1 * kFastScanBlock);
+  std::vector<size_t> fast;
+  for (size_t q = 0; q < nq; q++) {
+    if (qluts[q].ok) fast.push_back(q);
+    else scan_codes(luts + q * lut_size, codes, ids, b0 * kFastScanBlock, row1, M, nbits, heaps[q]);
+  }
+  if (fast.empty() || b0 >= b1) return;
+  std::vector<ScanQuery> slots(fast.size());
+  for (size_t i = 0; i < fast.size(); i++)
+    slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(heaps[fast[i]].threshold())};
+  Rescore ctx{codes, (static_cast<size_t>(M) * nbits + 7) / 8, ids, n, M, nbits, luts, lut_size,
+              qluts, heaps, nullptr, nullptr};
+  const size_t chunk = std::max<size_t>(1, kChunkBytes / packed.block_bytes);
+  for (size_t c0 = b0; c0 < b1; c0 += chunk) {
+    const size_t c1 = std::min(b1, c0 + chunk);
+    for (size_t g = 0; g < fast.size(); g += kMaxScanQueries) {
+      const int ng = static_cast<int>(std::min<size_t>(kMaxScanQueries, fast.size() - g));
+      ctx.query_of = fast.data() + g;
+      ctx.slots = slots.data() + g;
+      kernel(ScanArgs{packed.data.data(), packed.block_bytes, M, c0, c1, ng, slots.data() + g, offer, &ctx});
+    }
+  }
+}
+
+}  // namespace spqindex
