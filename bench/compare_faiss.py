@@ -12,6 +12,7 @@ recall@10 of faiss against that same exact ranking.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -158,6 +159,10 @@ def main() -> None:
         args.n, args.nq, args.nencode, args.ntrain, args.nlat, args.nref = 20_000, 100, 20_000, 10_000, 5, 5
         args.repeats = 1
 
+    # faiss computes one query's distance table with BLAS sgemm when dsub >= 16; OpenBLAS's own
+    # threads then fight faiss's OpenMP threads (nq=1 went from 0.1 ms to 200 ms on this shared
+    # 2-core machine). One BLAS thread is faiss's best setting here.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import faiss
 
     faiss.omp_set_num_threads(args.threads)

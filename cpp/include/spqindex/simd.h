@@ -17,6 +17,12 @@ struct Kernels {
   void (*subspace_l2)(const float* x, const float* ct, int K, int dsub, float* dist);
   /// dot[k] = Σ_d x[d] · ct[d, k] summed over d in order. ct layout (dsub, K).
   void (*subspace_ip)(const float* x, const float* ct, int K, int dsub, float* dot);
+  /// The k with the smallest subspace_l2 distance (ties to the smaller k): the encoder.
+  /// SIMD levels may find candidates with ‖c‖² − 2x·c (FMA) and a rounding-error bound, then
+  /// pick among them by the exact sequential distance. rows: the codewords, layout (K, dsub);
+  /// norms: ‖c_k‖² (K,); max_norm: max_k ‖c_k‖.
+  int (*nearest)(const float* x, const float* ct, const float* rows, const float* norms,
+                 double max_norm, int K, int dsub);
   /// Fast-scan kernels for 4-bit and 8-bit codes (fastscan.h); nullptr: use the float scan.
   ScanKernel scan4 = nullptr;
   ScanKernel scan8 = nullptr;
