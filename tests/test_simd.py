@@ -207,3 +207,61 @@ def test_levels_agree_bitwise():
 def test_set_simd_level_rejects_unknown():
     with pytest.raises(ValueError):
         _core.set_simd_level("sse9")
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1.0, 1e15, 1e19])
+@pytest.mark.parametrize("K,dsub", [(256, 8), (64, 3), (128, 16), (256, 49)])
+def test_encode_near_ties(level, scale, K, dsub):
+    # Exact ties at distant k (other SIMD lanes and chunks), 1-ulp neighbours, midpoints between
+    # codewords; tiny scales (subnormal distances) and huge ones (beyond the FMA bound).
+    rng = np.random.default_rng(K + dsub)
+    M = 2
+    cb = rng.standard_normal((M, K, dsub), dtype=np.float32)
+    cb[:, K - 9] = cb[:, 5]
+    cb[:, K - 1] = np.nextafter(cb[:, 5], np.float32(np.inf))
+    cb *= np.float32(scale)
+    index = spqindex.Index(cb)
+    a, b = rng.integers(0, K, size=(2, 300))
+    mid = (cb[:, a] + cb[:, b]) / np.float32(2)  # (M, 300, dsub)
+    x = np.concatenate([
+        np.tile(cb[:, 5].reshape(1, -1), (3, 1)),
+        np.tile(cb[:, K - 1].reshape(1, -1), (3, 1)),
+        mid.transpose(1, 0, 2).reshape(300, -1),
+        rng.standard_normal((300, M * dsub), dtype=np.float32) * np.float32(scale),
+    ]).astype(np.float32)
+    np.testing.assert_array_equal(unpack(index.encode(x), M, index.nbits), ref_encode(cb, x))
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("M,nbits", [(2, 4), (3, 4), (2, 8)])
+def test_scores_within_one_quantization_step(level, metric, M, nbits):
+    # Few sub-quantizers: distinct scores lie about one uint8 LUT step apart, so the candidate
+    # bound (quantization error + float summation error) decides which rows reach the rescoring.
+    rng = np.random.default_rng(M * nbits)
+    K = 1 << nbits
+    index = spqindex.Index(rng.standard_normal((M, K, 4), dtype=np.float32), metric=metric)
+    n = 5000
+    rows = rng.integers(0, K, size=(n, M))
+    codes = np.zeros((n, index.code_size), dtype=np.uint8)
+    for m in range(M):
+        bit = m * nbits
+        codes[:, bit // 8] |= (rows[:, m] << (bit % 8)).astype(np.uint8)
+    index.add_codes(codes)
+    q = rng.standard_normal((30, M * 4), dtype=np.float32)
+    for k in (1, 7, 60):
+        check(index, q, k)
+
+
+@pytest.mark.parametrize("K,dsub", [(256, 8), (64, 16)])
+def test_encode_codewords_closer_than_rounding(level, K, dsub):
+    # Pairs of codewords 1e-5 apart and points next to them: the FMA estimate cannot order the
+    # pair, only the exact sequential distance can.
+    rng = np.random.default_rng(K)
+    M = 2
+    cb = rng.standard_normal((M, K, dsub), dtype=np.float32)
+    cb[:, 1::2] = cb[:, 0::2] + rng.standard_normal((M, K // 2, dsub), dtype=np.float32) * np.float32(1e-5)
+    index = spqindex.Index(cb)
+    j = rng.integers(0, K, size=2000)
+    x = cb[:, j] + rng.standard_normal((M, 2000, dsub), dtype=np.float32) * np.float32(1e-5)
+    x = x.transpose(1, 0, 2).reshape(2000, -1).astype(np.float32)
+    np.testing.assert_array_equal(unpack(index.encode(x), M, index.nbits), ref_encode(cb, x))
