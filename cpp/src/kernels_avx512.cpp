@@ -96,13 +96,16 @@ float exact_l2(const float* x, const float* c, int dsub) {
 }
 
 // Encoder argmin in two steps. (1) approx_k = ‖c_k‖² − 2 x·c_k with FMAs, one op per (k, d)
-// instead of three. With g = (dsub + 4) · 2^-23 (twice γ_{dsub+2}), both approx_k + ‖x‖² and the
+// instead of three (the FMA chain's error is within γ_{dsub+1} of the same terms). With g = (dsub + 4) · 2^-23 (twice γ_{dsub+2}), both approx_k + ‖x‖² and the
 // exact float distance S_k are within Ea = g (C² + 2‖x‖C) resp. g · D_k of the real distance D_k
 // (C = max ‖c‖), so the exact winner w satisfies approx_w <= tau below. (2) every k with
 // approx_k <= tau is rescored with exact_l2, ascending k, strict < : ties to the smaller k.
 // Returns -1 when values are too large for the bound (caller takes the exact scan).
+// DSUB > 0: dsub known at compile time (the x broadcasts stay in registers across k).
+template <int DSUB>
 int nearest_bounded(const float* x, const float* ct, const float* rows, const float* norms,
-                    double max_norm, int K, int dsub) {
+                    double max_norm, int K, int dsub_rt) {
+  const int dsub = DSUB > 0 ? DSUB : dsub_rt;
   float xnf = 0.f;  // ‖x‖² in float: its relative error is below g, covered by xn * (1 + g)
   for (int d = 0; d < dsub; d++) xnf += x[d] * x[d];
   const double xn = xnf, xr = std::sqrt(xn * (1 + 1e-6)), C = max_norm;
@@ -110,13 +113,12 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
   const double g = (dsub + 4) * (1.0 / 8388608.0);
   const double Ea = g * (C * C + 2 * xr * C);
   float approx[256];
+  // approx = ‖c‖² + Σ_d (−2 x_d) c_d in one FMA chain (−2x is exact).
   __m512 vmin = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  const __m512 two = _mm512_set1_ps(2.f);
   for (int k = 0; k < K; k += 16) {
-    __m512 dot = _mm512_setzero_ps();
+    __m512 a = _mm512_loadu_ps(norms + k);
     for (int d = 0; d < dsub; d++)
-      dot = _mm512_fmadd_ps(_mm512_set1_ps(x[d]), _mm512_loadu_ps(ct + (size_t)d * K + k), dot);
-    const __m512 a = _mm512_fnmadd_ps(two, dot, _mm512_loadu_ps(norms + k));
+      a = _mm512_fmadd_ps(_mm512_set1_ps(-2.f * x[d]), _mm512_loadu_ps(ct + (size_t)d * K + k), a);
     _mm512_storeu_ps(approx + k, a);
     vmin = _mm512_min_ps(vmin, a);
   }
@@ -126,6 +128,14 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
   // Rounded to float with a relative margin above float's 2^-24, so tauf >= tau.
   const float tauf = static_cast<float>(tau + std::fabs(tau) * 1e-6 + tiny);
   const __m512 vtau = _mm512_set1_ps(tauf);
+  // Count the candidates without branching; a single one is the approximate argmin itself.
+  int count = 0, only = 0;
+  for (int k = 0; k < K; k += 16) {
+    const uint32_t mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(approx + k), vtau, _CMP_LE_OQ);
+    count += __builtin_popcount(mask);
+    only += mask ? k + __builtin_ctz(mask) : 0;
+  }
+  if (count == 1) return only;
   int best = -1;
   float best_s = std::numeric_limits<float>::infinity();
   for (int k = 0; k < K; k += 16) {
@@ -140,16 +150,20 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
       }
     }
   }
-  if (best < 0) {  // every exact distance is +inf: the scalar scan keeps k = 0
-    best = 0;
-  }
+  if (best < 0) best = 0;  // every exact distance is +inf: the scalar scan keeps k = 0
   return best;
 }
 
 int nearest(const float* x, const float* ct, const float* rows, const float* norms,
             double max_norm, int K, int dsub) {
   if (K >= 64) {  // below, one op per (k, d) saves too little to pay for the second step
-    const int k = nearest_bounded(x, ct, rows, norms, max_norm, K, dsub);
+    int k;
+    switch (dsub) {
+      case 4: k = nearest_bounded<4>(x, ct, rows, norms, max_norm, K, dsub); break;
+      case 8: k = nearest_bounded<8>(x, ct, rows, norms, max_norm, K, dsub); break;
+      case 16: k = nearest_bounded<16>(x, ct, rows, norms, max_norm, K, dsub); break;
+      default: k = nearest_bounded<0>(x, ct, rows, norms, max_norm, K, dsub);
+    }
     if (k >= 0) return k;
   }
   return nearest_exact(x, ct, K, dsub);
