@@ -25,7 +25,16 @@ struct Rescore {
   TopK* heaps;
   const size_t* query_of;  ///< kernel query slot -> query index
   ScanQuery* slots;
+  std::atomic<float>* shared;  ///< per query, or nullptr
 };
+
+// Lowers shared to v (float compare-and-swap loop).
+inline float share_threshold(std::atomic<float>& shared, float v) {
+  float cur = shared.load(std::memory_order_relaxed);
+  while (v < cur && !shared.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+  }
+  return std::min(cur, v);
+}
 
 // Same arithmetic as scan_codes: float32 sum over m = 0..M-1 in order.
 inline float score4(const float* lut, const uint8_t* c, int M) {
@@ -48,6 +57,7 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   const float* lut = r.luts + q * r.lut_size;
   TopK& heap = r.heaps[q];
   float thr = heap.threshold();
+  if (r.shared) thr = std::min(thr, r.shared[q].load(std::memory_order_relaxed));
   const size_t row0 = block * kFastScanBlock;
   while (mask) {
     const size_t row = row0 + static_cast<size_t>(__builtin_ctzll(mask));
@@ -57,9 +67,10 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
     const float d = r.nbits == 4 ? score4(lut, c, r.M) : score8(lut, c, r.M);
     if (d <= thr) {
       heap.push(d, r.ids[row]);
-      thr = heap.threshold();
+      thr = std::min(thr, heap.threshold());
     }
   }
+  if (r.shared && heap.full()) thr = share_threshold(r.shared[q], heap.threshold());
   r.slots[slot].bound = r.qluts[q].bound(thr);
 }
 
@@ -67,7 +78,7 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
 
 void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* codes,
                    const int64_t* ids, size_t n, const float* luts, const QuantizedLut* qluts,
-                   size_t nq, size_t b0, size_t b1, TopK* heaps) {
+                   size_t nq, size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared) {
   const int M = packed.M, nbits = packed.nbits;
   const size_t lut_size = static_cast<size_t>(M) << nbits;
   const size_t row1 = std::min(n, b1 * kFastScanBlock);
@@ -78,10 +89,13 @@ void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* 
   }
   if (fast.empty() || b0 >= b1) return;
   std::vector<ScanQuery> slots(fast.size());
-  for (size_t i = 0; i < fast.size(); i++)
-    slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(heaps[fast[i]].threshold())};
+  for (size_t i = 0; i < fast.size(); i++) {
+    float thr = heaps[fast[i]].threshold();
+    if (shared) thr = std::min(thr, shared[fast[i]].load(std::memory_order_relaxed));
+    slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(thr)};
+  }
   Rescore ctx{codes, (static_cast<size_t>(M) * nbits + 7) / 8, ids, n, M, nbits, luts, lut_size,
-              qluts, heaps, nullptr, nullptr};
+              qluts, heaps, nullptr, nullptr, shared};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / packed.block_bytes);
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {
     const size_t c1 = std::min(b1, c0 + chunk);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <mutex>
 #include <unordered_set>
 
@@ -166,11 +168,13 @@ void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, 
   const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(nthreads));
   const size_t per = (nblocks + ntasks - 1) / ntasks;
   std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
+  std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
+  for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
   parallel_for(ntasks, [&](size_t t) {
     const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
     if (b0 < b1)
       fastscan_topk(kernel, pc, codes_ptr(), ids_ptr(), n, luts.data(), qluts.data(), nq, b0, b1,
-                    partial[t].data());
+                    partial[t].data(), shared.get());
   });
   for (size_t qi = 0; qi < nq; qi++) {
     for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);

@@ -11,6 +11,7 @@
 //     Q <= (thr - base + slack) · a      (QuantizedLut::bound).
 // Kernels report every code meeting that bound; the caller rescores and updates the bound.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -100,8 +101,12 @@ class TopK;
 /// luts: float LUTs (nq, M, K); qluts: their quantized forms (queries that are not ok take the
 /// float scan); codes/ids: the FAISS-layout rows the candidates are rescored from; heaps: nq.
 /// Code blocks of a cache-sized chunk are scanned by every query before the next chunk.
+/// shared (nq, or nullptr): thresholds shared by tasks splitting the same queries over the
+/// database. Each full heap's k-th score is >= the global k-th score, so their minimum prunes
+/// every task (rows with a score <= it are still offered: ties by id stay exact).
 void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* codes,
                    const int64_t* ids, size_t n, const float* luts, const QuantizedLut* qluts,
-                   size_t nq, size_t b0, size_t b1, TopK* heaps);
+                   size_t nq, size_t b0, size_t b1, TopK* heaps,
+                   std::atomic<float>* shared = nullptr);
 
 }  // namespace spqindex
