@@ -12,12 +12,16 @@ namespace {
 // Accumulation trick: a shuffle result v holds two uint8 per uint16 lane (rows i and 16+i).
 // acc += v sums low + 256 * high (mod 2^16); acch += v >> 8 sums the high bytes exactly, so the
 // low sums are acc - (acch << 8) (exact while every sum fits in uint16, see quantize_lut).
+constexpr size_t kPrefetchBytes = 4096;
+
 template <int NQ>
 void scan4_nq(const ScanArgs& a) {
   const int P = (a.M + 1) / 2;
   const __m256i nib = _mm256_set1_epi8(0x0F);
   for (size_t b = a.b0; b < a.b1; b++) {
     const uint8_t* blk = a.blocks + b * a.block_bytes;
+    for (size_t off = 0; off < a.block_bytes; off += 64)  // see scan4_avx512.cpp
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + off), _MM_HINT_T0);
     for (int h = 0; h < 2; h++) {
       __m256i acc[NQ], acch[NQ];
       for (int qi = 0; qi < NQ; qi++) acc[qi] = acch[qi] = _mm256_setzero_si256();

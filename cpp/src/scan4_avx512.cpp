@@ -9,6 +9,8 @@
 namespace spqindex {
 namespace {
 
+constexpr size_t kPrefetchBytes = 4096;
+
 // Accumulation: see scan4_avx2.cpp (acc holds low + 256 * high bytes, acch the high bytes).
 template <int NQ>
 void scan4_nq(const ScanArgs& a) {
@@ -16,6 +18,9 @@ void scan4_nq(const ScanArgs& a) {
   const __m512i nib = _mm512_set1_epi8(0x0F);
   for (size_t b = a.b0; b < a.b1; b++) {
     const uint8_t* blk = a.blocks + b * a.block_bytes;
+    // Software prefetch kPrefetchBytes ahead: one query per block load is bandwidth-bound.
+    for (size_t off = 0; off < a.block_bytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + off), _MM_HINT_T0);
     __m512i acc[NQ], acch[NQ];
     for (int qi = 0; qi < NQ; qi++) acc[qi] = acch[qi] = _mm512_setzero_si512();
     for (int p = 0; p < P; p++) {

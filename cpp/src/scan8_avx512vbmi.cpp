@@ -10,11 +10,15 @@ namespace spqindex {
 namespace {
 
 // Accumulation: see scan4_avx2.cpp. Byte 2i of a record is row i, byte 2i+1 row 32+i.
+constexpr size_t kPrefetchBytes = 4096;
+
 template <int NQ>
 void scan8_nq(const ScanArgs& a) {
   const int M = a.M;
   for (size_t b = a.b0; b < a.b1; b++) {
     const uint8_t* blk = a.blocks + b * a.block_bytes;
+    for (size_t off = 0; off < a.block_bytes; off += 64)  // see scan4_avx512.cpp
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + off), _MM_HINT_T0);
     __m512i acc[NQ], acch[NQ];
     for (int qi = 0; qi < NQ; qi++) acc[qi] = acch[qi] = _mm512_setzero_si512();
     for (int m = 0; m < M; m++) {
