@@ -26,6 +26,11 @@ void encode_range(const Codebooks& cb, const float* x, size_t begin, size_t end,
     const float* rows = cb.codeword(m, 0);
     const float* norms = cb.norms_of(m);
     const float* xm = x + begin * D + static_cast<size_t>(m) * cb.dsub;
+    if (kern.nearest_batch) {
+      kern.nearest_batch(xm, n, D, ct, rows, norms, cb.max_norm[m], cb.K, cb.dsub,
+                         assign.data() + m, cb.M);
+      continue;
+    }
     for (size_t i = 0; i < n; i++)
       assign[i * cb.M + m] = static_cast<uint8_t>(
           kern.nearest(xm + i * D, ct, rows, norms, cb.max_norm[m], cb.K, cb.dsub));

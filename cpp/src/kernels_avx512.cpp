@@ -102,40 +102,61 @@ float exact_l2(const float* x, const float* c, int dsub) {
 // approx_k <= tau is rescored with exact_l2, ascending k, strict < : ties to the smaller k.
 // Returns -1 when values are too large for the bound (caller takes the exact scan).
 // DSUB > 0: dsub known at compile time (the x broadcasts stay in registers across k).
-template <int DSUB>
-int nearest_bounded(const float* x, const float* ct, const float* rows, const float* norms,
-                    double max_norm, int K, int dsub_rt) {
+// Step (1) for NV vectors at once: each codeword chunk is loaded once for all of them.
+// approx = ‖c‖² + Σ_d (−2 x_d) c_d in one FMA chain (−2x is exact). DSUB > 0: known at compile
+// time. Layout: approx (NV, K).
+template <int DSUB, int NV>
+void approx_pass(const float* const* xs, const float* ct, const float* norms, int K, int dsub_rt,
+                 float* approx, float* amin) {
   const int dsub = DSUB > 0 ? DSUB : dsub_rt;
-  float xnf = 0.f;  // ‖x‖² in float: its relative error is below g, covered by xn * (1 + g)
-  for (int d = 0; d < dsub; d++) xnf += x[d] * x[d];
-  const double xn = xnf, xr = std::sqrt(xn * (1 + 1e-6)), C = max_norm;
-  if (!((xr + C) * (xr + C) < 1e36)) return -1;
+  __m512 vmin[NV];
+  for (int v = 0; v < NV; v++) vmin[v] = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  for (int k = 0; k < K; k += 16) {
+    __m512 a[NV];
+    const __m512 nk = _mm512_loadu_ps(norms + k);
+    for (int v = 0; v < NV; v++) a[v] = nk;
+    for (int d = 0; d < dsub; d++) {
+      const __m512 c = _mm512_loadu_ps(ct + (size_t)d * K + k);
+      for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(_mm512_set1_ps(-2.f * xs[v][d]), c, a[v]);
+    }
+    for (int v = 0; v < NV; v++) {
+      _mm512_storeu_ps(approx + (size_t)v * K + k, a[v]);
+      vmin[v] = _mm512_min_ps(vmin[v], a[v]);
+    }
+  }
+  for (int v = 0; v < NV; v++) amin[v] = _mm512_reduce_min_ps(vmin[v]);
+}
+
+// Step (2): candidates within tau of the approximate minimum, rescored exactly.
+// Returns -1 when values are too large for the bound (caller takes the exact scan).
+int finish_bounded(const float* x, const float* approx, float amin, const float* rows,
+                   double max_norm, int K, int dsub) {
+  // ‖x‖² in float, any order: relative error below g, covered by xn * (1 + g).
+  __m512 xx = _mm512_setzero_ps();
+  for (int d = 0; d < dsub; d += 16) {
+    const __m512 xv = _mm512_maskz_loadu_ps(dsub - d >= 16 ? 0xFFFF : (1u << (dsub - d)) - 1, x + d);
+    xx = _mm512_add_ps(xx, _mm512_mul_ps(xv, xv));
+  }
+  const double xn = _mm512_reduce_add_ps(xx), xr = std::sqrt(xn * (1 + 1e-6)), C = max_norm;
+  if (!((xr + C) * (xr + C) < 1e36) || !std::isfinite(amin)) return -1;
   const double g = (dsub + 4) * (1.0 / 8388608.0);
   const double Ea = g * (C * C + 2 * xr * C);
-  float approx[256];
-  // approx = ‖c‖² + Σ_d (−2 x_d) c_d in one FMA chain (−2x is exact).
-  __m512 vmin = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  for (int k = 0; k < K; k += 16) {
-    __m512 a = _mm512_loadu_ps(norms + k);
-    for (int d = 0; d < dsub; d++)
-      a = _mm512_fmadd_ps(_mm512_set1_ps(-2.f * x[d]), _mm512_loadu_ps(ct + (size_t)d * K + k), a);
-    _mm512_storeu_ps(approx + k, a);
-    vmin = _mm512_min_ps(vmin, a);
-  }
-  const float amin = _mm512_reduce_min_ps(vmin);
   const double tiny = (8.0 * dsub + 32) * std::numeric_limits<float>::denorm_min();
   const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + std::fabs(amin) + Ea) + tiny;
   // Rounded to float with a relative margin above float's 2^-24, so tauf >= tau.
   const float tauf = static_cast<float>(tau + std::fabs(tau) * 1e-6 + tiny);
   const __m512 vtau = _mm512_set1_ps(tauf);
   // Count the candidates without branching; a single one is the approximate argmin itself.
-  int count = 0, only = 0;
+  __m512i count = _mm512_setzero_si512(), only = _mm512_setzero_si512();
+  __m512i kv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i one = _mm512_set1_epi32(1), step = _mm512_set1_epi32(16);
   for (int k = 0; k < K; k += 16) {
-    const uint32_t mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(approx + k), vtau, _CMP_LE_OQ);
-    count += __builtin_popcount(mask);
-    only += mask ? k + __builtin_ctz(mask) : 0;
+    const __mmask16 le = _mm512_cmp_ps_mask(_mm512_loadu_ps(approx + k), vtau, _CMP_LE_OQ);
+    count = _mm512_mask_add_epi32(count, le, count, one);
+    only = _mm512_mask_mov_epi32(only, le, kv);
+    kv = _mm512_add_epi32(kv, step);
   }
-  if (count == 1) return only;
+  if (_mm512_reduce_add_epi32(count) == 1) return _mm512_reduce_max_epi32(only);
   int best = -1;
   float best_s = std::numeric_limits<float>::infinity();
   for (int k = 0; k < K; k += 16) {
@@ -154,23 +175,57 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
   return best;
 }
 
+template <int DSUB>
+void nearest_batch_d(const float* x, size_t n, size_t stride, const float* ct, const float* rows,
+                     const float* norms, double max_norm, int K, int dsub, uint8_t* out,
+                     size_t out_stride) {
+  constexpr int NV = 4;
+  float approx[NV * 256];
+  float amin[NV];
+  for (size_t i = 0; i < n; i += NV) {
+    const float* xs[NV];
+    const int nv = static_cast<int>(std::min<size_t>(NV, n - i));
+    for (int v = 0; v < NV; v++) xs[v] = x + (i + std::min(v, nv - 1)) * stride;
+    if (nv == NV) {
+      approx_pass<DSUB, NV>(xs, ct, norms, K, dsub, approx, amin);
+    } else {
+      for (int v = 0; v < nv; v++)
+        approx_pass<DSUB, 1>(xs + v, ct, norms, K, dsub, approx + (size_t)v * K, amin + v);
+    }
+    for (int v = 0; v < nv; v++) {
+      int k = finish_bounded(xs[v], approx + (size_t)v * K, amin[v], rows, max_norm, K, dsub);
+      if (k < 0) k = nearest_exact(xs[v], ct, K, dsub);
+      out[(i + v) * out_stride] = static_cast<uint8_t>(k);
+    }
+  }
+}
+
+// nearest() for n vectors (row stride `stride`), writing out[i * out_stride].
+void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, const float* rows,
+                   const float* norms, double max_norm, int K, int dsub, uint8_t* out,
+                   size_t out_stride) {
+  if (K < 64) {  // below, one op per (k, d) saves too little to pay for the second step
+    for (size_t i = 0; i < n; i++)
+      out[i * out_stride] = static_cast<uint8_t>(nearest_exact(x + i * stride, ct, K, dsub));
+    return;
+  }
+  switch (dsub) {
+    case 4: return nearest_batch_d<4>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
+    case 8: return nearest_batch_d<8>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
+    case 16: return nearest_batch_d<16>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
+    default: return nearest_batch_d<0>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
+  }
+}
+
 int nearest(const float* x, const float* ct, const float* rows, const float* norms,
             double max_norm, int K, int dsub) {
-  if (K >= 64) {  // below, one op per (k, d) saves too little to pay for the second step
-    int k;
-    switch (dsub) {
-      case 4: k = nearest_bounded<4>(x, ct, rows, norms, max_norm, K, dsub); break;
-      case 8: k = nearest_bounded<8>(x, ct, rows, norms, max_norm, K, dsub); break;
-      case 16: k = nearest_bounded<16>(x, ct, rows, norms, max_norm, K, dsub); break;
-      default: k = nearest_bounded<0>(x, ct, rows, norms, max_norm, K, dsub);
-    }
-    if (k >= 0) return k;
-  }
-  return nearest_exact(x, ct, K, dsub);
+  uint8_t k;
+  nearest_batch(x, 1, 0, ct, rows, norms, max_norm, K, dsub, &k, 1);
+  return k;
 }
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest}; }
+Kernels avx512_kernels() { return Kernels{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch}; }
 
 }  // namespace spqindex

@@ -23,6 +23,11 @@ struct Kernels {
   /// norms: ‖c_k‖² (K,); max_norm: max_k ‖c_k‖.
   int (*nearest)(const float* x, const float* ct, const float* rows, const float* norms,
                  double max_norm, int K, int dsub);
+  /// nearest() for n vectors (row stride `stride` floats) into out[i * out_stride]; nullptr:
+  /// the encoder calls nearest() per vector.
+  void (*nearest_batch)(const float* x, size_t n, size_t stride, const float* ct,
+                        const float* rows, const float* norms, double max_norm, int K, int dsub,
+                        uint8_t* out, size_t out_stride) = nullptr;
   /// Fast-scan kernels for 4-bit and 8-bit codes (fastscan.h); nullptr: use the float scan.
   ScanKernel scan4 = nullptr;
   ScanKernel scan8 = nullptr;
