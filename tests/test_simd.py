@@ -265,3 +265,19 @@ def test_encode_codewords_closer_than_rounding(level, K, dsub):
     x = cb[:, j] + rng.standard_normal((M, 2000, dsub), dtype=np.float32) * np.float32(1e-5)
     x = x.transpose(1, 0, 2).reshape(2000, -1).astype(np.float32)
     np.testing.assert_array_equal(unpack(index.encode(x), M, index.nbits), ref_encode(cb, x))
+
+
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_explicit_ids_not_ascending(level, nbits):
+    # Heaps hold row numbers only while ids ascend with rows; shuffled ids take the id path.
+    rng = np.random.default_rng(21)
+    M, dsub = 4, 2
+    cb = rng.integers(-1, 2, size=(M, 1 << nbits, dsub)).astype(np.float32)  # many ties
+    index = spqindex.Index(cb)
+    index.add(rng.standard_normal((3000, M * dsub), dtype=np.float32), ids=np.arange(3000) + 10_000)
+    q = rng.integers(-1, 2, size=(4, M * dsub)).astype(np.float32)
+    check(index, q, 25)  # ascending
+    index.add(rng.standard_normal((2000, M * dsub), dtype=np.float32), ids=rng.permutation(2000))
+    check(index, q, 25)  # no longer ascending
+    index.remove(np.arange(2000))
+    check(index, q, 25)  # ascending again after the remove

@@ -13,8 +13,8 @@ namespace {
 constexpr size_t kChunkBytes = 256 * 1024;  // code blocks kept in L2 across the queries
 
 struct Rescore {
-  const uint8_t* codes;
-  size_t code_size;
+  const uint8_t* blocks;  ///< PackedCodes::data: the block just scanned is still in L1
+  size_t block_bytes;
   const int64_t* ids;
   size_t n;
   int M;
@@ -36,18 +36,21 @@ inline float share_threshold(std::atomic<float>& shared, float v) {
   return std::min(cur, v);
 }
 
-// Same arithmetic as scan_codes: float32 sum over m = 0..M-1 in order.
-inline float score4(const float* lut, const uint8_t* c, int M) {
+// Same arithmetic as scan_codes (float32 sum over m = 0..M-1 in order), reading the codes of
+// row j of a packed block (fastscan.h layouts) instead of the FAISS rows, which would miss cache.
+inline float score4(const float* lut, const uint8_t* blk, size_t j, int M) {
+  const size_t pos = (j / 32) * 32 + ((j % 32) < 16 ? 2 * (j % 32) : 2 * (j % 32 - 16) + 1);
   float d = 0.f;
   for (int m = 0; m < M; m++) {
-    const uint8_t byte = c[m >> 1];
+    const uint8_t byte = blk[static_cast<size_t>(m >> 1) * 64 + pos];
     d += lut[m * 16 + ((m & 1) ? (byte >> 4) : (byte & 15))];
   }
   return d;
 }
-inline float score8(const float* lut, const uint8_t* c, int M) {
+inline float score8(const float* lut, const uint8_t* blk, size_t j, int M) {
+  const size_t pos = j < 32 ? 2 * j : 2 * (j - 32) + 1;
   float d = 0.f;
-  for (int m = 0; m < M; m++) d += lut[m * 256 + c[m]];
+  for (int m = 0; m < M; m++) d += lut[m * 256 + blk[static_cast<size_t>(m) * 64 + pos]];
   return d;
 }
 
@@ -59,14 +62,15 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   float thr = heap.threshold();
   if (r.shared) thr = std::min(thr, r.shared[q].load(std::memory_order_relaxed));
   const size_t row0 = block * kFastScanBlock;
+  const uint8_t* blk = r.blocks + block * r.block_bytes;
   while (mask) {
-    const size_t row = row0 + static_cast<size_t>(__builtin_ctzll(mask));
+    const size_t j = static_cast<size_t>(__builtin_ctzll(mask));
+    const size_t row = row0 + j;
     mask &= mask - 1;
     if (row >= r.n) break;  // padding of the last block
-    const uint8_t* c = r.codes + row * r.code_size;
-    const float d = r.nbits == 4 ? score4(lut, c, r.M) : score8(lut, c, r.M);
+    const float d = r.nbits == 4 ? score4(lut, blk, j, r.M) : score8(lut, blk, j, r.M);
     if (d <= thr) {
-      heap.push(d, r.ids[row]);
+      heap.push(d, r.ids ? r.ids[row] : static_cast<int64_t>(row));
       thr = std::min(thr, heap.threshold());
     }
   }
@@ -83,9 +87,17 @@ void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* 
   const size_t lut_size = static_cast<size_t>(M) << nbits;
   const size_t row1 = std::min(n, b1 * kFastScanBlock);
   std::vector<size_t> fast;
+  const size_t code_size = (static_cast<size_t>(M) * nbits + 7) / 8;
   for (size_t q = 0; q < nq; q++) {
-    if (qluts[q].ok) fast.push_back(q);
-    else scan_codes(luts + q * lut_size, codes, ids, b0 * kFastScanBlock, row1, M, nbits, heaps[q]);
+    if (qluts[q].ok) {
+      fast.push_back(q);
+    } else if (ids) {
+      scan_codes(luts + q * lut_size, codes, ids, b0 * kFastScanBlock, row1, M, nbits, heaps[q]);
+    } else {
+      for (size_t row = b0 * kFastScanBlock; row < row1; row++)
+        heaps[q].push(adc_score(luts + q * lut_size, codes + row * code_size, M, nbits),
+                      static_cast<int64_t>(row));
+    }
   }
   if (fast.empty() || b0 >= b1) return;
   std::vector<ScanQuery> slots(fast.size());
@@ -94,7 +106,7 @@ void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* 
     if (shared) thr = std::min(thr, shared[fast[i]].load(std::memory_order_relaxed));
     slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(thr)};
   }
-  Rescore ctx{codes, (static_cast<size_t>(M) * nbits + 7) / 8, ids, n, M, nbits, luts, lut_size,
+  Rescore ctx{packed.data.data(), packed.block_bytes, ids, n, M, nbits, luts, lut_size,
               qluts, heaps, nullptr, nullptr, shared};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / packed.block_bytes);
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {

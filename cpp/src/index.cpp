@@ -127,8 +127,14 @@ void Index::add_codes(const uint8_t* codes, size_t n, const int64_t* ids) {
 
 const PackedCodes& Index::packed() const {
   std::lock_guard<std::mutex> lock(packed_mu_);
-  if (packed_.n != ntotal_ || packed_.M != cb_.M || packed_.nbits != cb_.nbits)
+  if (packed_.n != ntotal_ || packed_.M != cb_.M || packed_.nbits != cb_.nbits) {
+    const size_t first = packed_.M == cb_.M && packed_.nbits == cb_.nbits ? packed_.n : 0;
+    if (first == 0) packed_.ids_ascending = true;
+    const int64_t* ids = ids_ptr();
+    for (size_t i = std::max<size_t>(first, 1); i < ntotal_ && packed_.ids_ascending; i++)
+      packed_.ids_ascending = ids[i - 1] < ids[i];
     pack_codes(codes_ptr(), ntotal_, cb_.M, cb_.nbits, &packed_);
+  }
   return packed_;
 }
 
@@ -147,6 +153,13 @@ void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, 
       quantize_lut(luts.data() + qi * lut_size, cb_.M, cb_.nbits, &qluts[qi]);
     }
   });
+  // With ascending ids the heaps hold rows (same order), mapped to ids once at the end.
+  const int64_t* heap_ids = pc.ids_ascending ? nullptr : ids_ptr();
+  auto rows_to_ids = [&](int64_t* out) {
+    if (heap_ids) return;
+    for (size_t j = 0; j < k; j++)
+      if (out[j] >= 0) out[j] = ids_ptr()[out[j]];
+  };
   const size_t nblocks = pc.nblocks();
   const size_t min_blocks = kMinRowsPerTask / kFastScanBlock;
   if (nq >= static_cast<size_t>(nthreads) || nblocks < 2 * min_blocks) {
@@ -157,10 +170,12 @@ void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, 
       const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
       if (q0 >= q1) return;
       std::vector<TopK> heaps(q1 - q0, TopK(k));
-      fastscan_topk(kernel, pc, codes_ptr(), ids_ptr(), n, luts.data() + q0 * lut_size,
+      fastscan_topk(kernel, pc, codes_ptr(), heap_ids, n, luts.data() + q0 * lut_size,
                     qluts.data() + q0, q1 - q0, 0, nblocks, heaps.data());
-      for (size_t qi = q0; qi < q1; qi++)
+      for (size_t qi = q0; qi < q1; qi++) {
         heaps[qi - q0].write_sorted(D + qi * k, I + qi * k, negate);
+        rows_to_ids(I + qi * k);
+      }
     });
     return;
   }
@@ -173,12 +188,13 @@ void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, 
   parallel_for(ntasks, [&](size_t t) {
     const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
     if (b0 < b1)
-      fastscan_topk(kernel, pc, codes_ptr(), ids_ptr(), n, luts.data(), qluts.data(), nq, b0, b1,
+      fastscan_topk(kernel, pc, codes_ptr(), heap_ids, n, luts.data(), qluts.data(), nq, b0, b1,
                     partial[t].data(), shared.get());
   });
   for (size_t qi = 0; qi < nq; qi++) {
     for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);
     partial[0][qi].write_sorted(D + qi * k, I + qi * k, negate);
+    rows_to_ids(I + qi * k);
   }
 }
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -16,32 +15,6 @@
 
 namespace spqindex {
 namespace {
-
-// After a call, workers (and a caller waiting for the last tasks) spin this long before
-// sleeping on a condition variable: back-to-back small calls (one query at a time) then find
-// the pool awake instead of paying a wake-up through the scheduler each time.
-constexpr auto kSpin = std::chrono::microseconds(200);
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
-
-/// Spins until pred() or kSpin has passed; returns pred().
-template <typename Pred>
-bool spin_until(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + kSpin;
-  for (;;) {
-    for (int i = 0; i < 64; i++) {
-      if (pred()) return true;
-      cpu_relax();
-    }
-    if (std::chrono::steady_clock::now() >= deadline) return pred();
-  }
-}
 
 /// One parallel_for call: tasks are claimed with an atomic counter by every participant.
 /// Every task index is claimed exactly once; after a failure the rest are skipped but still
@@ -88,7 +61,6 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
-      stop_flag_.store(true);
     }
     cv_.notify_all();
     for (auto& w : workers_) w.join();
@@ -108,11 +80,9 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (int i = 1; i < nt; i++) queue_.push_back(job);
-      queued_.store(queue_.size(), std::memory_order_release);
     }
     cv_.notify_all();
     job->run();
-    spin_until([&] { return job->done.load(std::memory_order_acquire) == job->ntasks; });
     {
       std::unique_lock<std::mutex> lock(job->mu);
       // Every claimed task must finish before fn (owned by the caller's frame) goes away.
@@ -126,14 +96,12 @@ class Pool {
   void loop() {
     for (;;) {
       std::shared_ptr<Job> job;
-      spin_until([&] { return queued_.load(std::memory_order_acquire) > 0 || stop_flag_.load(); });
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
         if (stop_ && queue_.empty()) return;
         job = std::move(queue_.front());
         queue_.pop_front();
-        queued_.store(queue_.size(), std::memory_order_release);
       }
       job->run();
     }
@@ -144,9 +112,7 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::atomic<size_t> queued_{0};  ///< queue_.size(), readable without the lock (spinning)
   bool stop_ = false;
-  std::atomic<bool> stop_flag_{false};
 };
 
 int default_threads() {

@@ -32,6 +32,7 @@ struct PackedCodes {
   size_t n = 0;             ///< rows packed so far
   size_t block_bytes = 0;
   std::vector<uint8_t> data;
+  bool ids_ascending = true;  ///< ids[row] increase with row (kept by Index; see fastscan_topk)
 
   size_t nblocks() const { return (n + kFastScanBlock - 1) / kFastScanBlock; }
   const uint8_t* block(size_t b) const { return data.data() + b * block_bytes; }
@@ -99,7 +100,9 @@ class TopK;
 
 /// Exact top-k of the rows in blocks [b0, b1) (rows < n) for nq queries, on this thread.
 /// luts: float LUTs (nq, M, K); qluts: their quantized forms (queries that are not ok take the
-/// float scan); codes/ids: the FAISS-layout rows the candidates are rescored from; heaps: nq.
+/// float scan); codes: the FAISS-layout rows (float scan); heaps: nq.
+/// ids == nullptr: the heaps hold row numbers instead of ids. Only valid when ids ascend with
+/// rows (same tie order); it saves a cache miss per offered row (ties are common).
 /// Code blocks of a cache-sized chunk are scanned by every query before the next chunk.
 /// shared (nq, or nullptr): thresholds shared by tasks splitting the same queries over the
 /// database. Each full heap's k-th score is >= the global k-th score, so their minimum prunes
