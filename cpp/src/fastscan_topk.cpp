@@ -1,6 +1,7 @@
 // The portable half of the fast scan: query grouping, cache blocking and the exact rescoring of
 // candidates. The ISA kernels only compute quantized sums and report rows within the bound.
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "spqindex/fastscan.h"
@@ -26,6 +27,11 @@ struct Rescore {
   const size_t* query_of;  ///< kernel query slot -> query index
   ScanQuery* slots;
   std::atomic<float>* shared;  ///< per query, or nullptr
+  struct Shared {             ///< this task's view of `shared`, per query
+    float seen;               ///< last value read (stale is safe: it only prunes less)
+    float published;          ///< last value this task offered
+    uint32_t calls;
+  }* views;
 };
 
 // Lowers shared to v (float compare-and-swap loop).
@@ -60,7 +66,13 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   const float* lut = r.luts + q * r.lut_size;
   TopK& heap = r.heaps[q];
   float thr = heap.threshold();
-  if (r.shared) thr = std::min(thr, r.shared[q].load(std::memory_order_relaxed));
+  // The shared line is written by other cores: read it every 16th call only, write it only
+  // when this task improved on what it published (each access may be a cross-core miss).
+  Rescore::Shared* view = r.shared ? &r.views[q] : nullptr;
+  if (view) {
+    if ((view->calls++ & 15) == 0) view->seen = r.shared[q].load(std::memory_order_relaxed);
+    thr = std::min(thr, view->seen);
+  }
   const size_t row0 = block * kFastScanBlock;
   const uint8_t* blk = r.blocks + block * r.block_bytes;
   while (mask) {
@@ -74,7 +86,11 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
       thr = std::min(thr, heap.threshold());
     }
   }
-  if (r.shared && heap.full()) thr = share_threshold(r.shared[q], heap.threshold());
+  if (view && heap.full() && heap.threshold() < view->published) {
+    view->published = heap.threshold();
+    view->seen = share_threshold(r.shared[q], view->published);
+    thr = std::min(thr, view->seen);
+  }
   r.slots[slot].bound = r.qluts[q].bound(thr);
 }
 
@@ -106,8 +122,10 @@ void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* 
     if (shared) thr = std::min(thr, shared[fast[i]].load(std::memory_order_relaxed));
     slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(thr)};
   }
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<Rescore::Shared> views(nq, Rescore::Shared{inf, inf, 0});
   Rescore ctx{packed.data.data(), packed.block_bytes, ids, n, M, nbits, luts, lut_size,
-              qluts, heaps, nullptr, nullptr, shared};
+              qluts, heaps, nullptr, nullptr, shared, views.data()};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / packed.block_bytes);
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {
     const size_t c1 = std::min(b1, c0 + chunk);
