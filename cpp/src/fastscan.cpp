@@ -71,8 +71,9 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
     width = std::max(width, static_cast<double>(hi) - lo);
     abs_sum += amax;
   }
-  // uint16 accumulation: M * qmax must fit in 65535.
-  const int qmax = std::min(255, 65535 / M);
+  // uint16 accumulation: M * qmax must fit in 65535. 4-bit kernels add the two entries of a
+  // byte (sub-quantizers 2p, 2p+1) in uint8 first, so there q[m, k] <= 127.
+  const int qmax = std::min(nbits == 4 ? 127 : 255, 65535 / M);
   if (qmax < 1 || !std::isfinite(abs_sum) || abs_sum > 1e37) return;
   const double a = width > 0 ? qmax / width : 1.0;
   double err = 0;

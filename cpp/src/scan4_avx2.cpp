@@ -35,9 +35,9 @@ void scan4_nq(const ScanArgs& a) {
               _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)), clo);
           const __m256i vh =
               _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)), chi);
-          acc[qi] = _mm256_add_epi16(acc[qi], _mm256_add_epi16(vl, vh));
-          acch[qi] = _mm256_add_epi16(
-              acch[qi], _mm256_add_epi16(_mm256_srli_epi16(vl, 8), _mm256_srli_epi16(vh, 8)));
+          const __m256i v = _mm256_add_epi8(vl, vh);  // <= 254: no carry into the next byte
+          acc[qi] = _mm256_add_epi16(acc[qi], v);
+          acch[qi] = _mm256_add_epi16(acch[qi], _mm256_srli_epi16(v, 8));
         }
       }
       for (int qi = 0; qi < NQ; qi++) {

@@ -33,9 +33,9 @@ void scan4_nq(const ScanArgs& a) {
             _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t))), clo);
         const __m512i vh = _mm512_shuffle_epi8(
             _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32))), chi);
-        acc[qi] = _mm512_add_epi16(acc[qi], _mm512_add_epi16(vl, vh));
-        acch[qi] = _mm512_add_epi16(
-            acch[qi], _mm512_add_epi16(_mm512_srli_epi16(vl, 8), _mm512_srli_epi16(vh, 8)));
+        const __m512i v = _mm512_add_epi8(vl, vh);  // <= 254: no carry into the next byte
+        acc[qi] = _mm512_add_epi16(acc[qi], v);
+        acch[qi] = _mm512_add_epi16(acch[qi], _mm512_srli_epi16(v, 8));
       }
     }
     for (int qi = 0; qi < NQ; qi++) {
