@@ -32,6 +32,7 @@ struct Rescore {
     float published;          ///< last value this task offered
     uint32_t calls;
   }* views;
+  float* bound_thr;  ///< per query: the threshold the slot's current bound was computed from
 };
 
 // Lowers shared to v (float compare-and-swap loop).
@@ -91,7 +92,10 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
     view->seen = share_threshold(r.shared[q], view->published);
     thr = std::min(thr, view->seen);
   }
-  r.slots[slot].bound = r.qluts[q].bound(thr);
+  if (thr != r.bound_thr[q]) {  // most calls push nothing: keep the bound
+    r.bound_thr[q] = thr;
+    r.slots[slot].bound = r.qluts[q].bound(thr);
+  }
 }
 
 }  // namespace
@@ -117,15 +121,17 @@ void fastscan_topk(ScanKernel kernel, const PackedCodes& packed, const uint8_t* 
   }
   if (fast.empty() || b0 >= b1) return;
   std::vector<ScanQuery> slots(fast.size());
+  std::vector<float> bound_thr(nq);
   for (size_t i = 0; i < fast.size(); i++) {
     float thr = heaps[fast[i]].threshold();
     if (shared) thr = std::min(thr, shared[fast[i]].load(std::memory_order_relaxed));
     slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(thr)};
+    bound_thr[fast[i]] = thr;
   }
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<Rescore::Shared> views(nq, Rescore::Shared{inf, inf, 0});
   Rescore ctx{packed.data.data(), packed.block_bytes, ids, n, M, nbits, luts, lut_size,
-              qluts, heaps, nullptr, nullptr, shared, views.data()};
+              qluts, heaps, nullptr, nullptr, shared, views.data(), bound_thr.data()};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / packed.block_bytes);
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {
     const size_t c1 = std::min(b1, c0 + chunk);

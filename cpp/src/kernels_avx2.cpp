@@ -128,7 +128,7 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
   alignas(32) float mins[8];
   _mm256_store_ps(mins, vmin);
   float amin = mins[0];
-  for (int l = 1; l < 8; l++) amin = std::min(amin, mins[l]);
+  for (int l = 1; l < 8; l++) amin = mins[l] < amin ? mins[l] : amin;
   const double tiny = (8.0 * dsub + 32) * std::numeric_limits<float>::denorm_min();
   const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + std::fabs(amin) + Ea) + tiny;
   // Rounded to float with a relative margin above float's 2^-24, so tauf >= tau.

@@ -184,8 +184,8 @@ void nearest_batch_d(const float* x, size_t n, size_t stride, const float* ct, c
   float amin[NV];
   for (size_t i = 0; i < n; i += NV) {
     const float* xs[NV];
-    const int nv = static_cast<int>(std::min<size_t>(NV, n - i));
-    for (int v = 0; v < NV; v++) xs[v] = x + (i + std::min(v, nv - 1)) * stride;
+    const int nv = n - i < NV ? static_cast<int>(n - i) : NV;
+    for (int v = 0; v < NV; v++) xs[v] = x + (i + (v < nv ? v : nv - 1)) * stride;
     if (nv == NV) {
       approx_pass<DSUB, NV>(xs, ct, norms, K, dsub, approx, amin);
     } else {

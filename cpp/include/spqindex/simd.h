@@ -41,7 +41,9 @@ SimdLevel cpu_simd_level();
 void set_simd_level(SimdLevel level);
 const char* simd_level_name(SimdLevel level);
 
-// Per-ISA tables (defined in kernels_<isa>.cpp; no static objects there).
+// Per-ISA tables (defined in kernels_<isa>.cpp, scan<bits>_<isa>.cpp). Those files hold no static
+// objects and call no inline or template code from other headers (std::min included): the
+// linker may keep their ISA-flagged copy of such a function for the whole program.
 Kernels scalar_kernels();
 Kernels avx2_kernels();
 Kernels avx512_kernels();
