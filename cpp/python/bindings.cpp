@@ -11,6 +11,10 @@
 #include <vector>
 
 #include "spqindex/checksum.h"
+#include "spqindex/codes.h"
+#ifdef SPQINDEX_WITH_CUDA
+#include "spqindex/cuda.h"
+#endif
 #include "spqindex/encode.h"
 #include "spqindex/index.h"
 #include "spqindex/io_error.h"
@@ -64,6 +68,93 @@ void check_dim(const py::array& a, const char* name, py::ssize_t want) {
     throw py::value_error(std::string(name) + ": expected " + std::to_string(want) +
                           " columns, got " + std::to_string(a.shape(1)));
 }
+
+#ifdef SPQINDEX_WITH_CUDA
+/// The GPU index (cuda.h). Host arrays follow the same strict rules as above; device inputs
+/// come as a raw pointer + shape from spqindex/gpu.py (validated there, checked for finiteness
+/// on the device).
+void bind_cuda(py::module_& m) {
+  using cuda::GpuIndex;
+  m.attr("cuda_max_k") = GpuIndex::kMaxK;
+  m.def("cuda_device_count", &cuda::device_count);
+  m.def("cuda_device_info", [](int device) {
+    const cuda::DeviceInfo info = cuda::device_info(device);
+    py::dict d;
+    d["name"] = std::string(info.name);
+    d["peak_bandwidth_gbs"] = info.peak_bandwidth_gbs;
+    d["sm_count"] = info.sm_count;
+    return d;
+  }, py::arg("device") = 0);
+  py::class_<GpuIndex>(m, "GpuIndexCore")
+      .def(py::init([](const Index& cpu, int device) {
+             py::gil_scoped_release nogil;
+             return std::make_unique<GpuIndex>(cpu, device);
+           }),
+           py::arg("index"), py::arg("device") = 0)
+      .def_property_readonly("device", &GpuIndex::device)
+      .def_property_readonly("ntotal", &GpuIndex::ntotal)
+      .def_property_readonly("dim", &GpuIndex::dim)
+      .def_property_readonly("last_search_ms", &GpuIndex::last_search_ms)
+      .def("search",
+           [](GpuIndex& self, const py::array& q, py::ssize_t k) {
+             auto qa = strict<float>(q, "q", 2);
+             check_dim(qa, "q", self.dim());
+             if (k < 1) throw py::value_error("k: must be >= 1");
+             const py::ssize_t nq = qa.shape(0);
+             py::array_t<float> D({nq, k});
+             py::array_t<int64_t> I({nq, k});
+             float* dp = D.mutable_data();
+             int64_t* ip = I.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               self.search(qa.data(), nq, k, dp, ip);
+             }
+             return py::make_tuple(D, I);
+           },
+           py::arg("q"), py::arg("k"))
+      .def("search_ptr",
+           [](GpuIndex& self, uintptr_t ptr, py::ssize_t nq, py::ssize_t k, uintptr_t stream) {
+             if (nq < 0) throw py::value_error("nq: must be >= 0");
+             if (k < 1) throw py::value_error("k: must be >= 1");
+             py::array_t<float> D({nq, k});
+             py::array_t<int64_t> I({nq, k});
+             float* dp = D.mutable_data();
+             int64_t* ip = I.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               self.search_device(reinterpret_cast<const float*>(ptr), nq, k, dp, ip, stream);
+             }
+             return py::make_tuple(D, I);
+           },
+           py::arg("ptr"), py::arg("nq"), py::arg("k"), py::arg("stream") = 0)
+      .def("encode",
+           [](GpuIndex& self, const py::array& x) {
+             auto xa = strict<float>(x, "x", 2);
+             check_dim(xa, "x", self.dim());
+             const py::ssize_t n = xa.shape(0);
+             py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.codebooks().code_size())});
+             uint8_t* cp = codes.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               self.encode(xa.data(), n, cp);
+             }
+             return codes;
+           },
+           py::arg("x"))
+      .def("encode_ptr",
+           [](GpuIndex& self, uintptr_t ptr, py::ssize_t n, uintptr_t stream) {
+             if (n < 0) throw py::value_error("n: must be >= 0");
+             py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.codebooks().code_size())});
+             uint8_t* cp = codes.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               self.encode_device(reinterpret_cast<const float*>(ptr), n, cp, stream);
+             }
+             return codes;
+           },
+           py::arg("ptr"), py::arg("n"), py::arg("stream") = 0);
+}
+#endif
 
 }  // namespace
 
@@ -165,6 +256,10 @@ PYBIND11_MODULE(_core, m) {
              auto ca = strict<uint8_t>(codes, "codes", 2);
              check_dim(ca, "codes", self.code_size());
              const py::ssize_t n = ca.shape(0);
+             const Codebooks& cb = self.codebooks();
+             if (!codes_valid(ca.data(), n, cb.M, cb.nbits))
+               throw py::value_error(
+                   "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
              py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
              float* xp = x.mutable_data();
              {
@@ -244,9 +339,19 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("data"));
   m.def("cuda_available", [] {
 #ifdef SPQINDEX_WITH_CUDA
+    return cuda::device_count() > 0;  // built with CUDA and a device is usable now
+#else
+    return false;
+#endif
+  });
+  m.def("cuda_built", [] {
+#ifdef SPQINDEX_WITH_CUDA
     return true;
 #else
     return false;
 #endif
   });
+#ifdef SPQINDEX_WITH_CUDA
+  bind_cuda(m);
+#endif
 }

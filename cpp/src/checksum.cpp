@@ -31,6 +31,7 @@ inline uint64_t merge(uint64_t h, uint64_t v) { return (h ^ round(0, v)) * P1 + 
 XXH64::XXH64() : v_{P1 + P2, P2, 0, 0 - P1} {}
 
 void XXH64::update(const void* data, size_t len) {
+  if (len == 0) return;  // data may be null (an empty index's codes): memcpy(_, nullptr, 0) is UB
   const uint8_t* p = static_cast<const uint8_t*>(data);
   total_ += len;
   if (buffered_) {

@@ -32,12 +32,12 @@ Index::Index(Codebooks codebooks, Metric metric) : cb_(std::move(codebooks)), me
 Index::~Index() = default;
 
 size_t Index::ntotal() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   return ntotal_;
 }
 
 int64_t Index::next_id() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   return next_id_;
 }
 
@@ -57,7 +57,7 @@ const std::unordered_map<int64_t, size_t>& Index::row_of() const {
 }
 
 IdMode Index::id_mode() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   return id_mode_;
 }
 
@@ -97,7 +97,16 @@ void Index::append(const uint8_t* codes, size_t n, const int64_t* ids) {
   for (size_t i = 0; i < n; i++) {
     const int64_t id = ids ? ids[i] : next_id_ + static_cast<int64_t>(i);
     ids_.push_back(id);
-    if (row_of_valid_) row_of_.emplace(id, ntotal_ + i);
+    if (row_of_valid_) {
+      // A map node allocation can fail after the reserves above; the id -> row map is a cache,
+      // so drop it (it is rebuilt on demand) rather than leave codes_/ids_ half appended.
+      try {
+        row_of_.emplace(id, ntotal_ + i);
+      } catch (...) {
+        row_of_valid_ = false;
+        row_of_.clear();
+      }
+    }
   }
   int64_t next = next_id_;
   for (size_t i = ntotal_; i < ntotal_ + n; i++) next = std::max(next, ids_[i] + 1);
@@ -111,7 +120,7 @@ void Index::add(const float* x, size_t n, const int64_t* ids) {
   // Encoding needs no lock: it reads only the immutable codebooks.
   std::vector<uint8_t> codes(n * code_size());
   encode(cb_, x, n, codes.data());
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<WriterPreferringMutex> lock(mu_);
   check_id_mode(ids, n);
   append(codes.data(), n, ids);
 }
@@ -120,7 +129,7 @@ void Index::add_codes(const uint8_t* codes, size_t n, const int64_t* ids) {
   if (mapping_) throw ReadOnlyIndex();
   SPQ_CHECK_ARG(codes_valid(codes, n, cb_.M, cb_.nbits),
                 "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<WriterPreferringMutex> lock(mu_);
   check_id_mode(ids, n);
   append(codes, n, ids);
 }
@@ -200,7 +209,7 @@ void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, 
 
 void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const {
   SPQ_CHECK_ARG(k >= 1, "k: must be >= 1");
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   const Kernels& kern = kernels();
   const ScanKernel fast = cb_.nbits == 4 ? kern.scan4 : cb_.nbits == 8 ? kern.scan8 : nullptr;
   if (fast && ntotal_ > 0 && nq > 0) return search_fast(fast, q, nq, k, D, I);
@@ -258,7 +267,7 @@ void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I) co
 
 size_t Index::remove(const int64_t* ids, size_t n) {
   if (mapping_) throw ReadOnlyIndex();
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<WriterPreferringMutex> lock(mu_);
   std::unordered_set<int64_t> doomed(ids, ids + n);
   const size_t cs = code_size();
   size_t kept = 0;
@@ -287,7 +296,7 @@ size_t Index::remove(const int64_t* ids, size_t n) {
 }
 
 void Index::reconstruct(const int64_t* ids, size_t n, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   const auto& rows = row_of();
   const uint8_t* codes = codes_ptr();
   std::vector<size_t> where(n);
@@ -301,7 +310,7 @@ void Index::reconstruct(const int64_t* ids, size_t n, float* out) const {
 }
 
 void Index::snapshot(std::vector<uint8_t>* codes, std::vector<int64_t>* ids) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   if (codes) codes->assign(codes_ptr(), codes_ptr() + ntotal_ * code_size());
   if (ids) ids->assign(ids_ptr(), ids_ptr() + ntotal_);
 }

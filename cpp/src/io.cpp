@@ -206,7 +206,7 @@ FileMapping::~FileMapping() {
 }
 
 void Index::save(const std::string& path) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
   const FileLayout layout = file_layout(dim(), cb_.M, cb_.nbits, ntotal_);
   std::string tmp = path + ".tmp-XXXXXX";
   Fd f;

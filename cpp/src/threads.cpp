@@ -8,6 +8,9 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
+
+#include <pthread.h>
 #include <thread>
 #include <vector>
 
@@ -127,7 +130,17 @@ int default_threads() {
 std::mutex g_pool_mu;
 std::shared_ptr<Pool> g_pool;
 
+// After fork() only the forking thread exists in the child: the pool's workers are gone and its
+// mutexes may be held. The child forgets (leaks) the old pool and makes a new one on first use.
+void forget_pool_in_child() {
+  new (&g_pool_mu) std::mutex();
+  new std::shared_ptr<Pool>(std::move(g_pool));  // never destroyed: its threads do not exist here
+  g_pool.reset();
+}
+
 std::shared_ptr<Pool> current_pool() {
+  static const int registered = pthread_atfork(nullptr, nullptr, forget_pool_in_child);
+  (void)registered;
   std::lock_guard<std::mutex> lock(g_pool_mu);
   if (!g_pool) g_pool = std::make_shared<Pool>(default_threads());
   return g_pool;

@@ -40,10 +40,19 @@ def float_matrix(value, name: str, dim: int | None = None, allow_empty: bool = T
         raise ValueError(f"{name}: expected {dim} columns (the index dim), got {arr.shape[1]}")
     if not allow_empty and arr.shape[0] == 0:
         raise ValueError(f"{name}: is empty")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
+    with np.errstate(over="ignore"):  # overflow to Inf is reported just below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not all_finite(arr):
         raise ValueError(f"{name}: contains NaN or Inf (or values too large for float32)")
     return arr
+
+
+def all_finite(arr: np.ndarray, block: int = 1 << 20) -> bool:
+    """np.isfinite(arr).all() without a temporary as large as the input (blocks of rows)."""
+    if arr.ndim != 2 or arr.size <= block:
+        return bool(np.isfinite(arr).all())
+    rows = max(1, block // max(arr.shape[1], 1))
+    return all(np.isfinite(arr[i:i + rows]).all() for i in range(0, arr.shape[0], rows))
 
 
 def id_vector(value, name: str, n: int | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ from . import _core
 from ._validate import code_matrix, float_matrix, id_vector, positive_int, to_numpy
 
 METRICS = ("l2", "spq", "ip")
+_MAX_RESULT_BYTES = 2**62  # far beyond any address space; larger is certainly a mistake
 
 
 def _check_codebooks(codebooks) -> np.ndarray:
@@ -23,7 +24,8 @@ def _check_codebooks(codebooks) -> np.ndarray:
         raise ValueError(f"codebooks: M and dsub must be >= 1, got shape {arr.shape}")
     if K < 2 or K > 256 or K & (K - 1):
         raise ValueError(f"codebooks: K must be a power of two in 2..256 (nbits 1..8), got K={K}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow to Inf is reported just below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise ValueError("codebooks: contains NaN or Inf")
     return arr
@@ -68,6 +70,8 @@ class Index:
         """Classic PQ: k-means codebooks per sub-space, learned from ``x`` (n, dim). Empty index."""
         from .pq import train_codebooks
 
+        if not isinstance(metric, str) or metric not in METRICS:  # before the k-means, not after
+            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
         codebooks = train_codebooks(x, M=M, nbits=nbits, iters=iters, seed=seed,
                                     max_points_per_centroid=max_points_per_centroid)
         return cls(codebooks, metric=metric)
@@ -139,13 +143,23 @@ class Index:
         from the largest id so far. All-or-nothing: on error the index is unchanged."""
         xa = float_matrix(x, "x", self.dim)
         ia = None if ids is None else id_vector(ids, "ids", xa.shape[0])
-        self._core.add(xa, ia)
+        try:
+            self._core.add(xa, ia)
+        except MemoryError:
+            raise MemoryError(self._no_memory("x", xa.shape[0])) from None
 
     def add_codes(self, codes, ids=None) -> None:
         """Stores already packed codes (n, code_size) uint8, e.g. from ``encode`` or FAISS."""
         ca = code_matrix(codes, "codes", self.code_size)
         ia = None if ids is None else id_vector(ids, "ids", ca.shape[0])
-        self._core.add_codes(ca, ia)
+        try:
+            self._core.add_codes(ca, ia)
+        except MemoryError:
+            raise MemoryError(self._no_memory("codes", ca.shape[0])) from None
+
+    def _no_memory(self, name: str, n: int) -> str:
+        return (f"{name}: not enough memory to add {n} vectors ({n * (self.code_size + 8)} bytes of "
+                f"codes and ids, on top of {self.ntotal} stored); the index is unchanged")
 
     def remove(self, ids) -> int:
         """Removes the given ids; unknown ids are ignored. Returns how many were removed."""
@@ -157,7 +171,15 @@ class Index:
         missing results are padded with id -1 and distance +inf (-inf for "ip")."""
         k = positive_int(k, "k")
         qa = float_matrix(q, "q", self.dim)
-        return self._core.search(qa, k)
+        nq = qa.shape[0]
+        # D and I together take 12 bytes per (query, k) slot.
+        if k > _MAX_RESULT_BYTES // 12 // max(nq, 1):
+            raise ValueError(f"k: {k} is too large: results of shape ({nq}, {k}) cannot be addressed")
+        try:
+            return self._core.search(qa, k)
+        except MemoryError:
+            raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) "
+                              f"({12 * nq * k} bytes)") from None
 
     def encode(self, x) -> np.ndarray:
         """Packed codes (n, code_size) uint8 of ``x``: nearest codeword per sub-space (squared L2)."""
@@ -170,6 +192,14 @@ class Index:
     def reconstruct(self, ids) -> np.ndarray:
         """Decoded stored vectors for the given ids, shape (n, dim). Raises KeyError for unknown ids."""
         return self._core.reconstruct(id_vector(ids, "ids"))
+
+    def to_gpu(self, device: int = 0):
+        """A read-only GPU snapshot (``spqindex.gpu.GpuIndex``) whose ``search`` runs on CUDA device
+        ``device`` and returns exactly this index's results. Needs a build with SPQINDEX_CUDA=ON and
+        a GPU (``spqindex.cuda_available()``); see docs/gpu.md."""
+        from .gpu import GpuIndex
+
+        return GpuIndex(self, device)
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, path) -> None:

@@ -37,10 +37,9 @@ def train_codebooks(x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 
         n = xa.shape[0]
     xs = xa.reshape(n, M, dsub)
 
-    # Initialise each sub-space with K distinct random training points.
     codebooks = np.empty((M, K, dsub), dtype=np.float32)
     for m in range(M):
-        codebooks[m] = xs[rng.choice(n, K, replace=False), m]
+        codebooks[m] = _kmeans_plus_plus(xs[:, m], K, rng)
 
     unpack_shift = np.arange(8, dtype=np.uint8)
     for _ in range(iters):
@@ -55,6 +54,23 @@ def train_codebooks(x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 
             for k in np.flatnonzero(~nonempty):
                 _split_largest(codebooks[m], counts, k, rng)
     return codebooks
+
+
+def _kmeans_plus_plus(xm: np.ndarray, K: int, rng, max_candidates_per_centroid: int = 64) -> np.ndarray:
+    """k-means++ seeding (D² sampling) on a subsample of at most 64*K points of one sub-space."""
+    n = xm.shape[0]
+    if n > max_candidates_per_centroid * K:
+        xm = xm[rng.choice(n, max_candidates_per_centroid * K, replace=False)]
+    xm = xm.astype(np.float64)
+    centers = np.empty((K, xm.shape[1]), dtype=np.float64)
+    centers[0] = xm[rng.integers(xm.shape[0])]
+    d2 = ((xm - centers[0]) ** 2).sum(1)
+    for k in range(1, K):
+        total = d2.sum()
+        i = rng.choice(xm.shape[0], p=d2 / total) if total > 0 else rng.integers(xm.shape[0])
+        centers[k] = xm[i]
+        np.minimum(d2, ((xm - centers[k]) ** 2).sum(1), out=d2)
+    return centers.astype(np.float32)
 
 
 def _assign(codebooks: np.ndarray, x: np.ndarray, M: int, nbits: int, shift) -> np.ndarray:

@@ -14,6 +14,7 @@
 #include "spqindex/codebooks.h"
 #include "spqindex/fastscan.h"
 #include "spqindex/metric.h"
+#include "spqindex/rwlock.h"
 
 namespace spqindex {
 
@@ -97,7 +98,7 @@ class Index {
   mutable std::mutex row_of_mu_;
   mutable PackedCodes packed_;   ///< derived copy of the codes for the fast-scan kernels
   mutable std::mutex packed_mu_;
-  mutable std::shared_mutex mu_;
+  mutable WriterPreferringMutex mu_;  ///< searches share it; add/remove take it alone
 };
 
 }  // namespace spqindex

@@ -22,7 +22,8 @@ inline bool better(float da, int64_t ia, float db, int64_t ib) {
 /// so `threshold()` is what a new candidate must beat once the heap is full.
 class TopK {
  public:
-  explicit TopK(size_t k) : k_(k) { heap_.reserve(k); }
+  // The heap grows as candidates arrive: a huge k over a small database must not reserve k slots.
+  explicit TopK(size_t k) : k_(k) { heap_.reserve(std::min<size_t>(k, 1024)); }
 
   size_t k() const { return k_; }
   size_t size() const { return heap_.size(); }

@@ -1,0 +1,90 @@
+# The README's commands. Each target makes (or reuses) its own virtual environment in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+FMNIST := /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: install data demo test bench bench-smoke cuda-compile clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml CMakeLists.txt $(shell find cpp python -type f -not -name '*.pyc' 2>/dev/null)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q scikit-build-core pybind11 ninja cmake
+	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST from the Debian package (no runtime downloads); skipped when already present.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || ls $(FMNIST)/*train-images* >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST found in $(FMNIST)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' or set SPQINDEX_DATA"; exit 1; \
+	fi
+
+demo: install data
+	$(BIN)/spqindex demo
+
+test: install data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/compare_faiss.py
+
+bench-smoke: install
+	$(BIN)/python bench/compare_faiss.py --quick
+
+# Compiles the CUDA sources with nvcc (no GPU needed) so they never rot. Under CI=true a missing
+# nvcc is an error; elsewhere the check is skipped.
+cuda-compile: $(BIN)/python
+	$(BIN)/pip install -q cmake ninja
+	@if ! command -v nvcc >/dev/null 2>&1; then echo "nvcc not found: CUDA compile check skipped"; [ -z "$$CI" ] || exit 1; exit 0; fi; \
+	$(BIN)/cmake -S . -B build/cuda -DSPQINDEX_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80;90" && \
+	$(BIN)/cmake --build build/cuda --target spqindex_cuda --parallel 2
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .benchmarks
+
+# --- Robustness (docs/robustness.md) --------------------------------------------------------
+# test-asan: the C++ tests and the fast Python tests with AddressSanitizer + UBSan. The Python
+# run preloads libasan/libubsan into the venv's python (-S keeps the editable, unsanitized
+# install off sys.path) and imports a copy of the package holding the sanitized _core.
+ASAN_DIR := build/asan
+SAN_ENV := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+FUZZ_TIME ?= 300
+
+.PHONY: test-robust test-asan fuzz
+
+test-robust: install
+	$(BIN)/python -m pytest -q tests/robustness $(PYTEST_ARGS)
+
+test-asan: install
+	PATH=$(abspath $(BIN)):$$PATH cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSPQINDEX_SANITIZE=ON -DSPQINDEX_BUILD_TESTS=ON -DSPQINDEX_PYTHON=ON \
+	  -DPython_EXECUTABLE=$(abspath $(BIN)/python) -Dpybind11_DIR=$$($(BIN)/python -m pybind11 --cmakedir)
+	PATH=$(abspath $(BIN)):$$PATH cmake --build $(ASAN_DIR)
+	$(SAN_ENV) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(ASAN_DIR)/spqindex_tests
+	rm -rf $(ASAN_DIR)/pkg && mkdir -p $(ASAN_DIR)/pkg && cp -r python/spqindex $(ASAN_DIR)/pkg/ \
+	  && cp $(ASAN_DIR)/_core*.so $(ASAN_DIR)/pkg/spqindex/
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 $(SAN_ENV) \
+	  PYTHONPATH=$(ASAN_DIR)/pkg:$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" \
+	  --ignore=tests/train --ignore=tests/test_cli.py --ignore=tests/test_cuda.py tests
+
+# Coverage-guided fuzzing of Index.load for FUZZ_TIME seconds; new inputs go to build/fuzz-corpus,
+# crashes to ./crash-*. The seed corpus in fuzz/corpus stays small and is not written to.
+fuzz: install
+	$(BIN)/pip install -q atheris
+	mkdir -p build/fuzz-corpus
+	$(BIN)/python fuzz/fuzz_load.py build/fuzz-corpus fuzz/corpus -max_total_time=$(FUZZ_TIME) \
+	  -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1

@@ -1,0 +1,109 @@
+"""SPQ vs classic PQ on raw pixels, full Fashion-MNIST protocol, for docs/results.md.
+
+Database = 60k train images, queries = 10k test images, mAP@1000 (SPQ code's definition).
+SPQ is trained from scratch (cnn28 backbone) on the 60k train images without labels; classic PQ is
+``spqindex.Index.train`` (k-means, K=16, metric "l2") on the 784 raw pixels scaled to [0, 1].
+
+    python bench/fashion_mnist_results.py --bits 16 32 64 --epochs 8 --out runs/fmnist-results
+
+Each bit width writes OUT/result-<bits>.json; widths can run as separate processes (``--bits 32
+--threads 1``) and ``--table`` prints the table of what OUT holds. Re-running with the same --out
+resumes unfinished trainings from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import spqindex
+from spqindex import datasets
+from spqindex.metrics import map_at_n
+from spqindex.train import SPQConfig, SPQModel, fit
+from spqindex.train.evaluate import retrieval_scores
+
+
+def raw_pixel_pq(x_db, x_q, y_db, y_q, bits: int, top_n: int, seed: int) -> dict:
+    t = time.perf_counter()
+    M = bits // 4
+    db = x_db.reshape(len(x_db), -1).astype(np.float32) / 255.0
+    q = x_q.reshape(len(x_q), -1).astype(np.float32) / 255.0
+    index = spqindex.Index.train(db, M=M, nbits=4, metric="l2", seed=seed)
+    index.add(db)
+    _, ids = index.search(q, top_n)
+    return {"map": map_at_n(ids, y_q, y_db, top_n), "seconds": round(time.perf_counter() - t, 1)}
+
+
+def spq(x_db, x_q, y_db, y_q, bits: int, args) -> dict:
+    t = time.perf_counter()
+    cfg = SPQConfig(bits=bits, lr=args.lr, batch_size=args.batch_size, crop_scale=(args.crop_scale, 1.0), seed=args.seed)
+    model = SPQModel(cfg, "cnn28")
+    run = os.path.join(args.out, f"spq{bits}")
+    history = fit(model, x_db, epochs=args.epochs, device="cpu", checkpoint_dir=run, resume=True, progress=True)
+    train_s = sum(h["seconds"] for h in history)
+    scores = retrieval_scores(model.to("cpu"), (x_q, y_q), (x_db, y_db), args.top_n)
+    return {"map": scores["map"], "p@100": scores["p@100"], "epochs": args.epochs, "train_seconds": round(train_s, 1),
+            "seconds": round(time.perf_counter() - t, 1), "final_loss": history[-1]["loss"], "config": cfg.to_dict()}
+
+
+def print_table(out: str) -> None:
+    rows = []
+    for name in sorted(os.listdir(out)):
+        if name.startswith("result-") and name.endswith(".json"):
+            with open(os.path.join(out, name)) as f:
+                rows.append(json.load(f))
+    rows.sort(key=lambda r: r["bits"])
+    if not rows:
+        raise SystemExit(f"no result-*.json in {out}")
+    print(f"Fashion-MNIST: database 60000 train, queries 10000 test, mAP@{rows[0]['top_n']}; {rows[0]['machine']}")
+    print("| bits | classic PQ, raw pixels | SPQ, from scratch | SPQ epochs | SPQ train time | wall time |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['bits']} | {r['pq']['map']:.4f} | {r['spq']['map']:.4f} | {r['spq']['epochs']} | "
+              f"{r['spq']['train_seconds'] / 60:.1f} min | {r['wall_seconds'] / 60:.1f} min |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--crop-scale", type=float, default=0.8, help="smallest RandomResizedCrop area")
+    p.add_argument("--top-n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--out", default="runs/fmnist-results")
+    p.add_argument("--table", action="store_true", help="only print the table of the results in --out")
+    args = p.parse_args()
+    if args.table:
+        print_table(args.out)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    x_db, y_db = datasets.fashion_mnist("train")
+    x_q, y_q = datasets.fashion_mnist("test")
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, CPU only, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads per run")
+    for bits in args.bits:
+        t0 = time.perf_counter()
+        pq = raw_pixel_pq(x_db, x_q, y_db, y_q, bits, args.top_n, args.seed)
+        print(json.dumps({"bits": bits, "method": "pq-raw-pixels", **pq}), flush=True)
+        sq = spq(x_db, x_q, y_db, y_q, bits, args)
+        print(json.dumps({"bits": bits, "method": "spq", **sq}), flush=True)
+        row = {"bits": bits, "top_n": args.top_n, "machine": machine, "args": vars(args), "pq": pq, "spq": sq,
+               "wall_seconds": round(time.perf_counter() - t0)}
+        with open(os.path.join(args.out, f"result-{bits}.json"), "w") as f:
+            json.dump(row, f, indent=1)
+    print_table(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,521 @@
+// Plain C++ tests of the core (no Python, no framework): encode/decode, LUT + scan against a
+// brute-force reference, top-k order, the index's id rules, save/load and corrupted files, and
+// the thread pool. Built with -DSPQINDEX_BUILD_TESTS=ON; `make test-asan` runs it under
+// AddressSanitizer + UndefinedBehaviorSanitizer. Prints "N passed, M failed"; exit status 1 on
+// any failure.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spqindex/checksum.h"
+#include "spqindex/codebooks.h"
+#include "spqindex/codes.h"
+#include "spqindex/encode.h"
+#include "spqindex/index.h"
+#include "spqindex/io.h"
+#include "spqindex/io_error.h"
+#include "spqindex/lut.h"
+#include "spqindex/scan.h"
+#include "spqindex/simd.h"
+#include "spqindex/threads.h"
+#include "spqindex/topk.h"
+
+using namespace spqindex;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+std::string g_current;
+
+#define CHECK(cond)                                                                       \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      throw std::logic_error(std::string("CHECK failed: ") + #cond + " at line " +        \
+                             std::to_string(__LINE__));                                   \
+    }                                                                                     \
+  } while (0)
+
+template <typename E, typename F>
+void expect_throw(F&& f, const char* what, int line) {
+  try {
+    f();
+  } catch (const E&) {
+    return;
+  } catch (const std::exception& e) {
+    throw std::logic_error(std::string("wrong exception for ") + what + " at line " +
+                           std::to_string(line) + ": " + e.what());
+  }
+  throw std::logic_error(std::string("no exception for ") + what + " at line " + std::to_string(line));
+}
+#define EXPECT_THROW(E, expr) expect_throw<E>([&] { expr; }, #expr, __LINE__)
+
+void run(const char* name, const std::function<void()>& test) {
+  g_current = name;
+  try {
+    test();
+    g_passed++;
+    std::printf("ok      %s\n", name);
+  } catch (const std::exception& e) {
+    g_failed++;
+    std::printf("FAILED  %s: %s\n", name, e.what());
+  }
+}
+
+std::vector<float> randn(std::mt19937_64& rng, size_t n, float scale = 1.f) {
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Codebooks make_cb(std::mt19937_64& rng, int M, int nbits, int dsub) {
+  const int K = 1 << nbits;
+  auto c = randn(rng, static_cast<size_t>(M) * K * dsub);
+  return Codebooks(M, K, dsub, c.data());
+}
+
+/// Reference: nearest codeword per sub-space in double precision, ties to the smaller index.
+std::vector<uint32_t> ref_assign(const Codebooks& cb, const float* x) {
+  std::vector<uint32_t> a(cb.M);
+  for (int m = 0; m < cb.M; m++) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int k = 0; k < cb.K; k++) {
+      double d = 0;
+      for (int j = 0; j < cb.dsub; j++) {
+        double t = double(x[m * cb.dsub + j]) - cb.codeword(m, k)[j];
+        d += t * t;
+      }
+      if (d < best) best = d, a[m] = k;
+    }
+  }
+  return a;
+}
+
+std::vector<uint32_t> unpack(const uint8_t* row, int M, int nbits) {
+  CodeReader r(row, nbits);
+  std::vector<uint32_t> a(M);
+  for (auto& c : a) c = r.next();
+  return a;
+}
+
+std::string temp_path(const char* tag) {
+  const char* dir = std::getenv("TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/spq-core-test-" + std::to_string(::getpid()) + "-" + tag;
+}
+
+std::vector<uint8_t> read_file(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_file(const std::string& p, const std::vector<uint8_t>& d) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
+}
+
+std::unique_ptr<Index> small_index(std::mt19937_64& rng, int M, int nbits, int dsub, size_t n,
+                                   bool explicit_ids, Metric metric = Metric::L2) {
+  auto idx = std::make_unique<Index>(make_cb(rng, M, nbits, dsub), metric);
+  auto x = randn(rng, n * M * dsub);
+  std::vector<int64_t> ids(n);
+  for (size_t i = 0; i < n; i++) ids[i] = static_cast<int64_t>(3 * i + 7);
+  idx->add(x.data(), n, explicit_ids ? ids.data() : nullptr);
+  return idx;
+}
+
+// ----------------------------------------------------------------------------------------
+
+void test_codebooks_validation() {
+  std::vector<float> c(2 * 4 * 3, 0.5f);
+  EXPECT_THROW(std::invalid_argument, Codebooks(2, 3, 3, c.data()));
+  EXPECT_THROW(std::invalid_argument, Codebooks(0, 4, 3, c.data()));
+  EXPECT_THROW(std::invalid_argument, Codebooks(2, 4, 0, c.data()));
+  std::vector<float> big(2 * 512 * 1, 0.f);
+  EXPECT_THROW(std::invalid_argument, Codebooks(2, 512, 1, big.data()));
+  c[5] = std::nanf("");
+  EXPECT_THROW(std::invalid_argument, Codebooks(2, 4, 3, c.data()));
+  c[5] = INFINITY;
+  EXPECT_THROW(std::invalid_argument, Codebooks(2, 4, 3, c.data()));
+  c[5] = 0.f;
+  Codebooks ok(2, 4, 3, c.data());
+  CHECK(ok.nbits == 2 && ok.code_size() == 1 && ok.dim() == 6);
+}
+
+void test_pack_unpack_all_nbits() {
+  std::mt19937_64 rng(1);
+  for (int nbits = 1; nbits <= 8; nbits++)
+    for (int M : {1, 3, 7, 8, 13, 64}) {
+      const size_t cs = (static_cast<size_t>(M) * nbits + 7) / 8;
+      std::vector<uint32_t> a(M);
+      for (auto& v : a) v = static_cast<uint32_t>(rng() % (1u << nbits));
+      std::vector<uint8_t> row(cs, 0);
+      CodeWriter w(row.data(), nbits);
+      for (auto v : a) w.put(v);
+      w.finish();
+      CHECK(unpack(row.data(), M, nbits) == a);
+      CHECK(codes_valid(row.data(), 1, M, nbits));
+      if ((M * nbits) % 8) {
+        row[cs - 1] |= 0x80;
+        CHECK(!codes_valid(row.data(), 1, M, nbits));
+      }
+    }
+}
+
+void test_encode_matches_reference_every_simd_level() {
+  const SimdLevel cpu = cpu_simd_level();
+  for (int level = 0; level <= static_cast<int>(cpu); level++) {
+    set_simd_level(static_cast<SimdLevel>(level));
+    std::mt19937_64 rng(2);
+    for (int nbits : {1, 3, 4, 8})
+      for (int dsub : {1, 3, 8, 17}) {
+        const int M = 5;
+        Codebooks cb = make_cb(rng, M, nbits, dsub);
+        const size_t n = 300;  // more than one encode block
+        auto x = randn(rng, n * cb.dim());
+        std::vector<uint8_t> codes(n * cb.code_size());
+        encode(cb, x.data(), n, codes.data());
+        size_t mismatches = 0;
+        for (size_t i = 0; i < n; i++)
+          if (unpack(&codes[i * cb.code_size()], M, nbits) != ref_assign(cb, &x[i * cb.dim()]))
+            mismatches++;
+        CHECK(mismatches == 0);  // random data: no near-ties at float precision
+        CHECK(codes_valid(codes.data(), n, M, nbits));
+        std::vector<float> back(n * cb.dim());
+        decode(cb, codes.data(), n, back.data());
+        for (size_t i = 0; i < n; i++) {
+          auto a = unpack(&codes[i * cb.code_size()], M, nbits);
+          for (int m = 0; m < M; m++)
+            CHECK(std::memcmp(&back[i * cb.dim() + m * dsub], cb.codeword(m, a[m]), 4 * dsub) == 0);
+        }
+      }
+  }
+  set_simd_level(cpu);
+}
+
+void test_lut_and_scan_against_brute_force() {
+  std::mt19937_64 rng(3);
+  for (Metric metric : {Metric::L2, Metric::SPQ, Metric::IP})
+    for (int nbits : {2, 4, 8}) {
+      const int M = 6, dsub = 3;
+      Codebooks cb = make_cb(rng, M, nbits, dsub);
+      const size_t n = 500;
+      std::vector<uint8_t> codes(n * cb.code_size(), 0);
+      std::vector<int64_t> ids(n);
+      for (size_t i = 0; i < n; i++) {
+        CodeWriter w(&codes[i * cb.code_size()], nbits);
+        for (int m = 0; m < M; m++) w.put(static_cast<uint32_t>(rng() % cb.K));
+        w.finish();
+        ids[i] = static_cast<int64_t>(n - i);  // ids not in storage order
+      }
+      auto q = randn(rng, cb.dim());
+      std::vector<float> lut(M * cb.K);
+      compute_lut(cb, metric, q.data(), lut.data());
+      std::vector<std::pair<float, int64_t>> all(n);
+      for (size_t i = 0; i < n; i++) {
+        auto a = unpack(&codes[i * cb.code_size()], M, nbits);
+        float s = 0.f;
+        for (int m = 0; m < M; m++) s += lut[m * cb.K + a[m]];
+        CHECK(s == adc_score(lut.data(), &codes[i * cb.code_size()], M, nbits));
+        // The LUT itself against its definition (float math, summed in order over dsub).
+        double ref = 0;
+        for (int m = 0; m < M; m++) {
+          double t = 0;
+          for (int j = 0; j < dsub; j++) {
+            double qd = q[m * dsub + j], cd = cb.codeword(m, a[m])[j];
+            t += metric == Metric::IP ? -qd * cd : (qd - cd) * (qd - cd);
+          }
+          ref += metric == Metric::SPQ ? std::sqrt(t) : t;
+        }
+        CHECK(std::fabs(ref - s) < 1e-3 * (1 + std::fabs(ref)));
+        all[i] = {s, ids[i]};
+      }
+      std::sort(all.begin(), all.end());
+      for (size_t k : {size_t{1}, size_t{10}, n, n + 5}) {
+        TopK top(k);
+        scan_codes(lut.data(), codes.data(), ids.data(), 0, n, M, nbits, top);
+        std::vector<float> D(k);
+        std::vector<int64_t> I(k);
+        top.write_sorted(D.data(), I.data(), false);
+        for (size_t i = 0; i < k; i++) {
+          if (i < n) CHECK(D[i] == all[i].first && I[i] == all[i].second);
+          else CHECK(I[i] == -1 && std::isinf(D[i]) && D[i] > 0);
+        }
+      }
+    }
+}
+
+void test_topk_ties_and_merge() {
+  TopK a(3), b(3);
+  for (int64_t id : {9, 4, 7, 1}) a.push(1.0f, id);
+  b.push(0.5f, 100);
+  b.push(1.0f, 0);
+  a.merge(b);
+  float D[3];
+  int64_t I[3];
+  a.write_sorted(D, I, true);
+  CHECK(I[0] == 100 && I[1] == 0 && I[2] == 1);
+  CHECK(D[0] == -0.5f && D[1] == -1.0f);
+  TopK huge(size_t{1} << 40);  // a huge k must not reserve k slots
+  huge.push(1.f, 1);
+  CHECK(huge.size() == 1);
+}
+
+void test_index_add_remove_reconstruct() {
+  std::mt19937_64 rng(4);
+  auto idx = small_index(rng, 4, 4, 2, 100, true);
+  CHECK(idx->ntotal() == 100 && idx->next_id() == 3 * 99 + 7 + 1);
+  CHECK(idx->id_mode() == IdMode::Explicit);
+  // id rules: all-or-nothing
+  auto x = randn(rng, 3 * idx->dim());
+  std::vector<int64_t> dup{1000, 1001, 1000}, existing{1000, 7, 1002}, neg{-1, 1, 2},
+      max_id{INT64_MAX, 1, 2};
+  std::vector<uint8_t> before_codes;
+  std::vector<int64_t> before_ids;
+  idx->snapshot(&before_codes, &before_ids);
+  for (auto* bad : {&dup, &existing, &neg, &max_id})
+    EXPECT_THROW(std::invalid_argument, idx->add(x.data(), 3, bad->data()));
+  EXPECT_THROW(std::invalid_argument, idx->add(x.data(), 3, nullptr));  // mode mix
+  std::vector<uint8_t> after_codes;
+  std::vector<int64_t> after_ids;
+  idx->snapshot(&after_codes, &after_ids);
+  CHECK(before_codes == after_codes && before_ids == after_ids);
+  // reconstruct == decode of the stored code
+  std::vector<int64_t> want{7, 10, 304};
+  std::vector<float> rec(want.size() * idx->dim());
+  idx->reconstruct(want.data(), want.size(), rec.data());
+  std::vector<float> dec(idx->dim());
+  decode(idx->codebooks(), &before_codes[1 * idx->code_size()], 1, dec.data());
+  CHECK(std::memcmp(dec.data(), &rec[idx->dim()], 4 * idx->dim()) == 0);
+  std::vector<int64_t> unknown{7, 8};
+  EXPECT_THROW(IdNotFound, idx->reconstruct(unknown.data(), 2, rec.data()));
+  // remove keeps the order of the rest; unknown ids are ignored
+  std::vector<int64_t> gone{7, 13, 999999, -5};
+  CHECK(idx->remove(gone.data(), gone.size()) == 2);
+  CHECK(idx->ntotal() == 98);
+  idx->snapshot(nullptr, &after_ids);
+  CHECK(after_ids.front() == 10 && std::is_sorted(after_ids.begin(), after_ids.end()));
+  // a removed id can be added again
+  std::vector<int64_t> again{7};
+  idx->add(x.data(), 1, again.data());
+  CHECK(idx->ntotal() == 99);
+  // sequential ids continue from the largest so far
+  auto seq = small_index(rng, 4, 4, 2, 10, false);
+  std::vector<int64_t> last{9};
+  seq->remove(last.data(), 1);
+  seq->add(x.data(), 1, nullptr);
+  seq->snapshot(nullptr, &after_ids);
+  CHECK(after_ids.back() == 10);
+}
+
+void test_search_contract_and_paths() {
+  std::mt19937_64 rng(5);
+  // Large enough for the "split one query over the database" path.
+  const size_t n = 70000;
+  auto idx = small_index(rng, 8, 4, 2, n, false, Metric::IP);
+  auto q = randn(rng, 5 * idx->dim());
+  const size_t k = 12;
+  for (int threads : {1, 2, 4}) {
+    set_num_threads(threads);
+    std::vector<float> D(5 * k), D1(k);
+    std::vector<int64_t> I(5 * k), I1(k);
+    idx->search(q.data(), 5, k, D.data(), I.data());
+    for (size_t qi = 0; qi < 5; qi++) {
+      idx->search(q.data() + qi * idx->dim(), 1, k, D1.data(), I1.data());  // other path
+      CHECK(std::equal(I1.begin(), I1.end(), I.begin() + qi * k));
+      CHECK(std::equal(D1.begin(), D1.end(), D.begin() + qi * k));
+      for (size_t i = 1; i < k; i++)  // "ip": larger is better, ties by smaller id
+        CHECK(D[qi * k + i - 1] > D[qi * k + i] ||
+              (D[qi * k + i - 1] == D[qi * k + i] && I[qi * k + i - 1] < I[qi * k + i]));
+    }
+  }
+  set_num_threads(2);
+  float Dz;
+  int64_t Iz;
+  EXPECT_THROW(std::invalid_argument, idx->search(q.data(), 1, 0, &Dz, &Iz));
+  Index empty(make_cb(rng, 2, 8, 1), Metric::L2);
+  std::vector<float> D(3);
+  std::vector<int64_t> I(3);
+  empty.search(q.data(), 1, 3, D.data(), I.data());
+  CHECK(I[0] == -1 && I[2] == -1 && std::isinf(D[0]) && D[0] > 0);
+}
+
+void test_save_load_roundtrip_and_corruption() {
+  std::mt19937_64 rng(6);
+  for (bool explicit_ids : {false, true}) {
+    auto idx = small_index(rng, 5, 3, 3, 77, explicit_ids, Metric::SPQ);
+    const std::string path = temp_path("rt.spq");
+    idx->save(path);
+    const auto good = read_file(path);
+    CHECK(good.size() > 60 && std::memcmp(good.data(), kMagic, 8) == 0);
+    uint64_t stored;
+    std::memcpy(&stored, &good[good.size() - 8], 8);
+    CHECK(stored == xxh64(good.data(), good.size() - 8));
+    for (bool mmap : {false, true}) {
+      auto back = Index::load(path, mmap);
+      std::vector<uint8_t> c0, c1;
+      std::vector<int64_t> i0, i1;
+      idx->snapshot(&c0, &i0);
+      back->snapshot(&c1, &i1);
+      CHECK(c0 == c1 && i0 == i1 && back->next_id() == idx->next_id());
+      CHECK(back->read_only() == mmap && back->metric() == Metric::SPQ);
+      if (mmap) EXPECT_THROW(ReadOnlyIndex, back->remove(i1.data(), 1));
+    }
+    // every truncation and a stride of byte flips: invalid_argument only
+    const std::string bad = temp_path("bad.spq");
+    for (size_t cut = 0; cut < good.size(); cut++) {
+      write_file(bad, std::vector<uint8_t>(good.begin(), good.begin() + cut));
+      for (bool mmap : {false, true}) EXPECT_THROW(std::invalid_argument, Index::load(bad, mmap));
+    }
+    for (size_t pos = 0; pos < good.size(); pos += 3) {
+      auto d = good;
+      d[pos] ^= 0x5A;
+      write_file(bad, d);
+      for (bool mmap : {false, true}) EXPECT_THROW(std::invalid_argument, Index::load(bad, mmap));
+    }
+    // a header that claims 2^56 rows: rejected by size before any allocation
+    auto d = good;
+    const uint64_t huge = uint64_t{1} << 56;
+    std::memcpy(&d[36], &huge, 8);
+    write_file(bad, d);
+    EXPECT_THROW(std::invalid_argument, Index::load(bad, false));
+    ::unlink(bad.c_str());
+    ::unlink(path.c_str());
+  }
+  EXPECT_THROW(IoError, Index::load("/nonexistent/dir/x.spq", false));
+  EXPECT_THROW(IoError, Index::load("/", false));
+  std::mt19937_64 r2(7);
+  auto idx = small_index(r2, 2, 2, 1, 3, false);
+  EXPECT_THROW(IoError, idx->save("/nonexistent/dir/x.spq"));
+}
+
+void test_file_layout_overflow() {
+  EXPECT_THROW(std::invalid_argument, file_layout(8, 4, 8, UINT64_MAX));
+  EXPECT_THROW(std::invalid_argument, file_layout(8, 4, 8, (uint64_t{1} << 56) + 1));
+  FileLayout l = file_layout(8, 4, 8, uint64_t{1} << 32);  // > 2^31 code bytes: 64-bit offsets
+  CHECK(l.codes_bytes == (uint64_t{1} << 32) * 4);
+  CHECK(l.codes_offset % 64 == 0 && l.ids_offset % 8 == 0);
+  CHECK(l.file_bytes == l.ids_offset + (uint64_t{1} << 32) * 8 + 8);
+}
+
+void test_thread_pool() {
+  for (int threads : {1, 2, 3, 8}) {
+    set_num_threads(threads);
+    CHECK(get_num_threads() == threads);
+    std::vector<std::atomic<int>> hits(1000);
+    parallel_for(1000, [&](size_t t) { hits[t]++; });
+    for (auto& h : hits) CHECK(h.load() == 1);
+    // the first exception is rethrown after every claimed task has finished
+    std::atomic<int> done{0};
+    EXPECT_THROW(std::runtime_error, parallel_for(200, [&](size_t t) {
+                   if (t == 17) throw std::runtime_error("boom");
+                   done++;
+                 }));
+    parallel_for(0, [&](size_t) { CHECK(false); });
+  }
+  EXPECT_THROW(std::invalid_argument, set_num_threads(0));
+  // several callers at once, while the pool is being replaced
+  set_num_threads(2);
+  std::atomic<long> total{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 6; c++)
+    callers.emplace_back([&] {
+      for (int r = 0; r < 50; r++) parallel_for(64, [&](size_t) { total++; });
+    });
+  for (int r = 0; r < 20; r++) set_num_threads(1 + r % 3);
+  for (auto& t : callers) t.join();
+  CHECK(total.load() == 6L * 50 * 64);
+  set_num_threads(2);
+}
+
+void test_concurrent_search_and_mutation() {
+  std::mt19937_64 rng(8);
+  auto idx = small_index(rng, 4, 8, 2, 5000, true);
+  auto q = randn(rng, 4 * idx->dim());
+  std::vector<float> Dref(4 * 10);
+  std::vector<int64_t> Iref(4 * 10);
+  idx->search(q.data(), 4, 10, Dref.data(), Iref.data());
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 4; r++)
+    readers.emplace_back([&] {
+      std::vector<float> D(40);
+      std::vector<int64_t> I(40);
+      while (!stop) {
+        idx->search(q.data(), 4, 10, D.data(), I.data());
+        for (int64_t id : I)
+          if (id < 0) bad++;
+      }
+    });
+  auto x = randn(rng, 50 * idx->dim());
+  // A writer starved by back-to-back searches (a reader-preferring lock) would hang here
+  // forever: fail the run instead.
+  std::mutex wd_mu;
+  std::condition_variable wd_cv;
+  bool writer_done = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(wd_mu);
+    if (!wd_cv.wait_for(lock, std::chrono::seconds(120), [&] { return writer_done; })) {
+      std::printf("FAILED  %s: add/remove did not finish in 120 s under concurrent searches\n",
+                  g_current.c_str());
+      std::fflush(stdout);
+      std::_Exit(1);
+    }
+  });
+  for (int round = 0; round < 200; round++) {
+    std::vector<int64_t> ids(50);
+    for (int i = 0; i < 50; i++) ids[i] = 1000000 + round * 50 + i;
+    idx->add(x.data(), 50, ids.data());
+    CHECK(idx->remove(ids.data(), 50) == 50);
+  }
+  {
+    std::lock_guard<std::mutex> lock(wd_mu);
+    writer_done = true;
+  }
+  wd_cv.notify_all();
+  watchdog.join();
+  stop = true;
+  for (auto& t : readers) t.join();
+  CHECK(bad.load() == 0);
+  std::vector<float> D(40);
+  std::vector<int64_t> I(40);
+  idx->search(q.data(), 4, 10, D.data(), I.data());
+  CHECK(I == Iref && D == Dref);
+}
+
+}  // namespace
+
+int main() {
+  run("codebooks_validation", test_codebooks_validation);
+  run("pack_unpack_all_nbits", test_pack_unpack_all_nbits);
+  run("encode_matches_reference_every_simd_level", test_encode_matches_reference_every_simd_level);
+  run("lut_and_scan_against_brute_force", test_lut_and_scan_against_brute_force);
+  run("topk_ties_and_merge", test_topk_ties_and_merge);
+  run("index_add_remove_reconstruct", test_index_add_remove_reconstruct);
+  run("search_contract_and_paths", test_search_contract_and_paths);
+  run("save_load_roundtrip_and_corruption", test_save_load_roundtrip_and_corruption);
+  run("file_layout_overflow", test_file_layout_overflow);
+  run("thread_pool", test_thread_pool);
+  run("concurrent_search_and_mutation", test_concurrent_search_and_mutation);
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}

@@ -1,0 +1,143 @@
+"""Implementations of the ``spqindex`` sub-commands (argument parsing lives in cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Tuple
+
+import numpy as np
+
+from . import datasets
+
+_NAMED = ("fashion-mnist", "fashion_mnist", "fmnist", "cifar10", "cifar-10")
+
+
+def load_split(name: str, split: str, root=None, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """A named dataset's split; for a folder or .npz, 'test' is a held-out 10% (at most 1000) and 'train' the rest."""
+    if name in _NAMED:
+        return datasets.load(name, split, root)
+    images, labels = datasets.load(name, root=root)
+    n_test = min(1000, max(1, len(images) // 10))
+    perm = np.random.default_rng(seed).permutation(len(images))
+    rows = np.sort(perm[:n_test] if split == "test" else perm[n_test:])
+    return images[rows], labels[rows]
+
+
+def subset(images, labels, size: int, seed: int):
+    """A random subset of ``size`` rows (all rows when size is 0 or too large), in original order."""
+    if not size or size >= len(images):
+        return images, labels
+    rows = np.sort(np.random.default_rng(seed).choice(len(images), size, replace=False))
+    return images[rows], labels[rows]
+
+
+def load_model(path: str, device: str = "auto"):
+    from .train.model import SPQModel
+    from .train.trainer import resolve_device
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r} (expected model.pt written by 'spqindex train')")
+    return SPQModel.load(path).to(resolve_device(device))
+
+
+def train(args) -> int:
+    from .train import SPQConfig, SPQModel, fit
+
+    x_train, y_train = load_split(args.data, "train", args.data_root, args.seed)
+    x_fit, _ = subset(x_train, y_train, args.train_size, args.seed)
+    eval_data = None
+    if args.eval_every:
+        x_test, y_test = load_split(args.data, "test", args.data_root, args.seed)
+        eval_data = (subset(x_test, y_test, args.eval_queries, args.seed), (x_train, y_train))
+    backbone = args.backbone
+    if backbone == "auto":
+        backbone = "cnn28" if x_train.ndim == 3 and x_train.shape[1:] == (28, 28) else "resnet18_cifar"
+    channels = 1 if x_train.ndim == 3 else x_train.shape[3]
+    cfg = SPQConfig(bits=args.bits, K=args.K, dsub=args.dsub, lr=args.lr, batch_size=args.batch_size,
+                    lr_schedule=args.lr_schedule, crop_scale=(args.crop_scale, 1.0), seed=args.seed)
+    model = SPQModel(cfg, backbone, in_channels=channels)
+    t0 = time.perf_counter()
+    history = fit(model, x_fit, epochs=args.epochs, device=args.device, eval_data=eval_data,
+                  checkpoint_dir=args.out, resume=args.resume, eval_every=args.eval_every or args.epochs + 1,
+                  top_n=args.top_n, progress=not args.quiet)
+    last = history[-1] if history else {}
+    score = f", mAP@{args.top_n} {last['map']:.4f}" if "map" in last else ""
+    print(f"trained {len(history)} epochs in {time.perf_counter() - t0:.0f} s{score}; model: "
+          f"{os.path.join(args.out, 'model.pt')}")
+    return 0
+
+
+def eval(args) -> int:  # noqa: A001 - the sub-command's name
+    from .train.evaluate import retrieval_scores
+
+    model = load_model(args.checkpoint, args.device)
+    x_db, y_db = subset(*load_split(args.data, "train", args.data_root), args.db_size, 0)
+    x_q, y_q = subset(*load_split(args.data, "test", args.data_root), args.queries, 0)
+    scores = retrieval_scores(model, (x_q, y_q), (x_db, y_db), args.top_n)
+    scores.update(queries=len(x_q), database=len(x_db), top_n=min(args.top_n, len(x_db)))
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        line = f"mAP@{scores['top_n']} {scores['map']:.4f}"
+        if "p@100" in scores:
+            line += f"  P@100 {scores['p@100']:.4f}"
+        print(f"{line}  ({len(x_q)} queries, {len(x_db)} database images)")
+    return 0
+
+
+def index(args) -> int:
+    model = load_model(args.checkpoint, args.device)
+    images, _ = load_split(args.data, args.split, args.data_root)
+    idx = model.build_index(images)
+    idx.save(args.out)
+    print(f"indexed {len(idx)} images ({idx.code_size} bytes each) -> {args.out}")
+    return 0
+
+
+def search(args) -> int:
+    import spqindex
+
+    model = load_model(args.checkpoint, args.device)
+    idx = spqindex.Index.load(args.index)
+    if args.image:
+        names, queries = args.image, _read_images(args.image, model)
+    else:
+        images, _ = load_split(args.data, args.split, args.data_root)
+        rows = args.query if args.query else [0]
+        bad = [r for r in rows if r >= len(images)]
+        if bad:
+            raise ValueError(f"--query rows {bad} are out of range: the {args.split} split has {len(images)} images")
+        names, queries = [f"{args.split}[{r}]" for r in rows], images[np.asarray(rows)]
+    D, I = idx.search(model.embed(queries), args.k)
+    for name, d, i in zip(names, D, I):
+        print(f"{name}: " + " ".join(f"{a}({b:.3f})" for a, b in zip(i.tolist(), d.tolist()) if a >= 0))
+    return 0
+
+
+def _read_images(paths, model) -> np.ndarray:
+    from PIL import Image
+
+    out = []
+    gray = model.in_channels == 1
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("L" if gray else "RGB")
+            if model.backbone_name == "cnn28":
+                im = im.resize((28, 28), Image.BILINEAR)
+            elif model.backbone_name == "resnet18_cifar":
+                im = im.resize((32, 32), Image.BILINEAR)
+            out.append(np.asarray(im, dtype=np.uint8))
+    shapes = {a.shape for a in out}
+    if len(shapes) > 1:
+        raise ValueError(f"query images have different sizes {sorted(shapes)}; resize them to one size")
+    return np.stack(out)
+
+
+def demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)

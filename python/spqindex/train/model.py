@@ -1,0 +1,125 @@
+"""SPQModel: a backbone, a quantization head, and the export to a native ``spqindex.Index``."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import make_backbone
+from .config import SPQConfig
+from .images import check_images, num_channels, to_tensor
+from .quantization import QuantizationHead, soft_quantize
+
+__all__ = ["SPQModel", "QuantizationHead", "soft_quantize"]
+
+_FORMAT = "spqindex.SPQModel/1"
+
+
+class SPQModel(nn.Module):
+    """Backbone -> Linear(feat -> M*dsub) -> soft quantization with M codebooks of K codewords.
+
+    ``backbone`` is 'cnn28', 'resnet18_cifar', 'efficientnet_lite0', or any ``nn.Module`` with ``out_dim``
+    that maps (n, C, H, W) float images in [0, 1] to (n, out_dim).
+    """
+
+    def __init__(self, cfg: Optional[SPQConfig] = None, backbone: Union[str, nn.Module] = "cnn28",
+                 in_channels: Optional[int] = None, pretrained: bool = True):
+        super().__init__()
+        cfg = SPQConfig() if cfg is None else cfg
+        if not isinstance(cfg, SPQConfig):
+            raise TypeError(f"cfg must be an SPQConfig, got {type(cfg).__name__}")
+        if isinstance(backbone, str):
+            if in_channels is None:
+                in_channels = 1 if backbone == "cnn28" else 3
+            self.backbone_name = backbone
+            with torch.random.fork_rng(devices=[]):  # the initial weights depend on cfg.seed only
+                torch.manual_seed(cfg.seed)
+                self.backbone = make_backbone(backbone, in_channels, pretrained=pretrained)
+        elif isinstance(backbone, nn.Module):
+            if not isinstance(getattr(backbone, "out_dim", None), int):
+                raise ValueError("a custom backbone must have an int attribute out_dim (its feature size)")
+            self.backbone_name = "custom"
+            self.backbone = backbone
+        else:
+            raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
+        self.cfg = cfg
+        self.in_channels = in_channels
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q)
+
+    def forward(self, images: torch.Tensor):
+        """images (n, C, H, W) float -> (x, z): features before quantization and soft-quantized features."""
+        return self.head(self.backbone(images))
+
+    # --- export -------------------------------------------------------------------------------------------
+    def codebooks(self) -> np.ndarray:
+        """(M, K, dsub) float32 codebooks."""
+        return self.head.codebooks.detach().float().cpu().numpy().copy()
+
+    @torch.no_grad()
+    def embed(self, images, batch_size: int = 512) -> np.ndarray:
+        """(n, M*dsub) float32 features before quantization, computed in eval mode (train mode restored)."""
+        check_images(images)
+        if self.in_channels is not None and num_channels(images) != self.in_channels:
+            raise ValueError(f"images have {num_channels(images)} channels, the model takes {self.in_channels}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = np.empty((len(images), self.cfg.dim), dtype=np.float32)
+        try:
+            for s in range(0, len(images), batch_size):
+                x = to_tensor(images, slice(s, s + batch_size), device)
+                with _autocast(device):
+                    feats = self.head.fc(self.backbone(x))
+                out[s:s + len(x)] = feats.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def build_index(self, images, batch_size: int = 512):
+        """A ``spqindex.Index(self.codebooks(), metric="spq")`` holding the embeddings of ``images``."""
+        import spqindex
+
+        index = spqindex.Index(self.codebooks(), metric="spq")
+        index.add(self.embed(images, batch_size))
+        return index
+
+    # --- persistence (tensors and plain values only; loads with weights_only=True) -------------------------
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        payload = {"format": _FORMAT, "config": self.cfg.to_dict(), "backbone": self.backbone_name,
+                   "in_channels": self.in_channels, "state_dict": self.state_dict()}
+        tmp = f"{os.fspath(path)}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], backbone: Optional[nn.Module] = None,
+             map_location="cpu") -> "SPQModel":
+        """Load a model saved with :meth:`save`. A model with a custom backbone needs that module passed in."""
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ValueError(f"{os.fspath(path)!r} is not an SPQModel file (missing format {_FORMAT!r})")
+        cfg = SPQConfig.from_dict(payload["config"])
+        name = payload["backbone"]
+        if name == "custom":
+            if backbone is None:
+                raise ValueError("this model was trained with a custom backbone: pass backbone=<the nn.Module>")
+            model = cls(cfg, backbone)
+            model.in_channels = payload["in_channels"]
+        else:
+            model = cls(cfg, name, in_channels=payload["in_channels"], pretrained=False)
+        model.load_state_dict(payload["state_dict"])
+        return model
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

@@ -1,0 +1,55 @@
+"""Naive references for the SPQ training pieces, written for clarity (loops), not speed."""
+
+import math
+
+import numpy as np
+
+
+def soft_quantize_loop(x, codebooks, tau_q):
+    """Per sample, per sub-space: softmax over codewords of -tau_q * squared distance, weighted codeword sum."""
+    M, K, dsub = codebooks.shape
+    out = np.zeros_like(x, dtype=np.float64)
+    for i in range(x.shape[0]):
+        for m in range(M):
+            sub = x[i, m * dsub:(m + 1) * dsub].astype(np.float64)
+            logits = [-tau_q * float(np.sum((sub - codebooks[m, k]) ** 2)) for k in range(K)]
+            top = max(logits)
+            w = [math.exp(v - top) for v in logits]
+            s = sum(w)
+            out[i, m * dsub:(m + 1) * dsub] = sum(w[k] / s * codebooks[m, k].astype(np.float64) for k in range(K))
+    return out
+
+
+def nt_xent_loop(u, v, tau):
+    """NT-Xent as the SPQ reference builds it: 2B samples [u; v], positives at +-B, all others negatives."""
+    h = np.concatenate([u, v]).astype(np.float64)
+    n = h.shape[0]
+    B = n // 2
+    total = 0.0
+    for i in range(n):
+        j = i + B if i < B else i - B
+        cos = lambda a, b: float(h[a] @ h[b] / (np.linalg.norm(h[a]) * np.linalg.norm(h[b])))
+        pos = math.exp(cos(i, j) / tau)
+        denom = sum(math.exp(cos(i, k) / tau) for k in range(n) if k != i)
+        total += -math.log(pos / denom)
+    return total / n
+
+
+def map_at_n_spq(ranked_ids, query_labels, db_labels, top_n):
+    """Direct port of the SPQ reference's Evaluate_mAP loop (relevance by shared class, one-hot or multi-hot)."""
+    ql = np.asarray(query_labels)
+    dl = np.asarray(db_labels)
+    if ql.ndim == 1:
+        C = int(max(ql.max(), dl.max())) + 1
+        ql, dl = np.eye(C)[ql], np.eye(C)[dl]
+    mean_ap = 0.0
+    for i in range(ql.shape[0]):
+        retrieval = (ql[i] @ dl.T > 0).astype(np.float64)
+        retrieval = retrieval[ranked_ids[i]][:top_n]
+        cnt = int(retrieval.sum())
+        if cnt == 0:
+            continue
+        score = np.linspace(1, cnt, cnt)
+        index = np.nonzero(retrieval == 1)[0] + 1.0
+        mean_ap += (score / index).mean()
+    return mean_ap / ql.shape[0]

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from spqindex.train.loss import CQCLoss, cqc_loss, nt_xent
+
+from naive import nt_xent_loop
+
+
+@pytest.mark.parametrize("B,D,tau", [(2, 3, 0.5), (5, 8, 0.5), (8, 16, 0.1), (3, 4, 2.0)])
+def test_nt_xent_matches_loop(B, D, tau):
+    g = torch.Generator().manual_seed(B * D)
+    u = torch.randn(B, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, D, generator=g, dtype=torch.float64)
+    got = float(nt_xent(u, v, tau))
+    np.testing.assert_allclose(got, nt_xent_loop(u.numpy(), v.numpy(), tau), rtol=1e-6)
+
+
+def test_cqc_is_the_average_of_both_crossings():
+    g = torch.Generator().manual_seed(1)
+    xa, xb, za, zb = (torch.randn(6, 12, generator=g, dtype=torch.float64) for _ in range(4))
+    expect = 0.5 * (nt_xent_loop(xa.numpy(), zb.numpy(), 0.5) + nt_xent_loop(xb.numpy(), za.numpy(), 0.5))
+    np.testing.assert_allclose(float(cqc_loss(xa, xb, za, zb, 0.5)), expect, rtol=1e-6)
+    np.testing.assert_allclose(float(CQCLoss(tau=0.5)(xa, xb, za, zb)), expect, rtol=1e-6)
+
+
+def test_loss_is_low_for_aligned_views_and_has_gradients():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 32, generator=g)
+    aligned = float(cqc_loss(x, x, x, x))
+    shuffled = float(cqc_loss(x, x, x[torch.randperm(16, generator=g)], x[torch.randperm(16, generator=g)]))
+    assert aligned < shuffled
+    xa = x.clone().requires_grad_()
+    cqc_loss(xa, torch.randn(16, 32), torch.randn(16, 32), torch.randn(16, 32)).backward()
+    assert xa.grad is not None and torch.isfinite(xa.grad).all()
+
+
+def test_loss_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        nt_xent(torch.zeros(4, 3), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="tau"):
+        CQCLoss(tau=0)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from spqindex.train.model import QuantizationHead, soft_quantize
+
+from naive import soft_quantize_loop
+
+
+@pytest.mark.parametrize("M,K,dsub,tau_q", [(1, 2, 1, 5.0), (4, 16, 3, 5.0), (8, 16, 16, 0.5), (2, 8, 4, 50.0)])
+def test_soft_quantize_matches_loop(M, K, dsub, tau_q):
+    g = torch.Generator().manual_seed(M * 100 + K)
+    x = torch.randn(7, M * dsub, generator=g, dtype=torch.float64) * 0.5
+    C = torch.randn(M, K, dsub, generator=g, dtype=torch.float64) * 0.5
+    got = soft_quantize(x, C, tau_q).numpy()
+    np.testing.assert_allclose(got, soft_quantize_loop(x.numpy(), C.numpy(), tau_q), rtol=1e-10, atol=1e-12)
+
+
+def test_soft_quantize_limits():
+    g = torch.Generator().manual_seed(0)
+    C = torch.randn(3, 16, 4, generator=g)
+    x = torch.randn(5, 12, generator=g)
+    # Large tau_q -> hard assignment to the nearest codeword.
+    hard = soft_quantize(x, C, 1e4)
+    nearest = ((x.view(5, 3, 1, 4) - C[None]) ** 2).sum(-1).argmin(-1)
+    expect = torch.stack([C[m, nearest[:, m]] for m in range(3)], 1).reshape(5, 12)
+    torch.testing.assert_close(hard, expect)
+    # tau_q -> 0: uniform weights, the codebook mean.
+    flat = soft_quantize(x, C, 1e-9)
+    torch.testing.assert_close(flat, C.mean(1).reshape(1, 12).expand(5, 12), rtol=1e-5, atol=1e-5)
+
+
+def test_soft_quantize_gradients_reach_x_and_codebooks():
+    x = torch.randn(6, 32, requires_grad=True)
+    C = torch.randn(2, 16, 16, requires_grad=True)
+    soft_quantize(x, C, 5.0).pow(2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert C.grad is not None and C.grad.abs().sum() > 0
+    assert torch.autograd.gradcheck(lambda a, b: soft_quantize(a, b, 2.0),
+                                    (x[:2, :8].detach().double().requires_grad_(),
+                                     C[:, :4, :4].detach().double().requires_grad_()))
+
+
+def test_soft_quantize_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="M\\*dsub"):
+        soft_quantize(torch.zeros(2, 10), torch.zeros(2, 16, 4))
+    with pytest.raises(ValueError, match="codebooks"):
+        soft_quantize(torch.zeros(2, 8), torch.zeros(16, 8))
+
+
+def test_head_shapes_and_init():
+    head = QuantizationHead(64, M=8, K=16, dsub=16, tau_q=5.0)
+    assert head.codebooks.shape == (8, 16, 16)
+    bound = (6.0 / (16 + 8 * 16)) ** 0.5
+    assert head.codebooks.abs().max() <= bound
+    x, z = head(torch.randn(5, 64))
+    assert x.shape == z.shape == (5, 128)
+    with pytest.raises(ValueError, match="M"):
+        QuantizationHead(64, M=0, K=16, dsub=16)
