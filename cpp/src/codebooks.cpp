@@ -1,5 +1,6 @@
 #include "spqindex/codebooks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -25,6 +26,20 @@ Codebooks::Codebooks(int M_, int K_, int dsub_, const float* data)
     for (int k = 0; k < K; k++)
       for (int d = 0; d < dsub; d++)
         centroids_t[(static_cast<size_t>(m) * dsub + d) * K + k] = *(codeword(m, k) + d);
+  norms.resize(static_cast<size_t>(M) * K);
+  max_norm.assign(M, 0.0);
+  for (int m = 0; m < M; m++)
+    for (int k = 0; k < K; k++) {
+      const float* c = codeword(m, k);
+      float nf = 0.f;
+      double nd = 0.0;
+      for (int d = 0; d < dsub; d++) {
+        nf += c[d] * c[d];
+        nd += static_cast<double>(c[d]) * c[d];
+      }
+      norms[static_cast<size_t>(m) * K + k] = nf;
+      max_norm[m] = std::max(max_norm[m], std::sqrt(nd));
+    }
 }
 
 }  // namespace spqindex

@@ -18,19 +18,28 @@ void encode_range(const Codebooks& cb, const float* x, size_t begin, size_t end,
   const Kernels& kern = kernels();
   const size_t cs = cb.code_size();
   const size_t D = cb.dim();
-  std::vector<float> dist(cb.K);
-  for (size_t i = begin; i < end; i++) {
-    uint8_t* row = codes + i * cs;
+  const size_t n = end - begin;
+  // Sub-space outer, vectors inner: one sub-space's codewords stay in L1 for the whole block.
+  std::vector<uint8_t> assign(n * cb.M);  // Layout: (n, M)
+  for (int m = 0; m < cb.M; m++) {
+    const float* ct = cb.transposed(m);
+    const float* rows = cb.codeword(m, 0);
+    const float* norms = cb.norms_of(m);
+    const float* xm = x + begin * D + static_cast<size_t>(m) * cb.dsub;
+    if (kern.nearest_batch) {
+      kern.nearest_batch(xm, n, D, ct, rows, norms, cb.max_norm[m], cb.K, cb.dsub,
+                         assign.data() + m, cb.M);
+      continue;
+    }
+    for (size_t i = 0; i < n; i++)
+      assign[i * cb.M + m] = static_cast<uint8_t>(
+          kern.nearest(xm + i * D, ct, rows, norms, cb.max_norm[m], cb.K, cb.dsub));
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint8_t* row = codes + (begin + i) * cs;
     std::memset(row, 0, cs);
     CodeWriter writer(row, cb.nbits);
-    for (int m = 0; m < cb.M; m++) {
-      kern.subspace_l2(x + i * D + static_cast<size_t>(m) * cb.dsub, cb.transposed(m), cb.K,
-                       cb.dsub, dist.data());
-      int best = 0;
-      for (int k = 1; k < cb.K; k++)
-        if (dist[k] < dist[best]) best = k;  // strict: ties keep the smaller index
-      writer.put(static_cast<uint32_t>(best));
-    }
+    for (int m = 0; m < cb.M; m++) writer.put(assign[i * cb.M + m]);
     writer.finish();
   }
 }

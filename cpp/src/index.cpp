@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <mutex>
 #include <unordered_set>
 
@@ -12,6 +14,7 @@
 #include "spqindex/io.h"
 #include "spqindex/lut.h"
 #include "spqindex/scan.h"
+#include "spqindex/simd.h"
 #include "spqindex/threads.h"
 #include "spqindex/topk.h"
 
@@ -21,6 +24,7 @@ namespace {
 constexpr size_t kQueryBlock = 8;        // queries sharing one pass over a code block
 constexpr size_t kCodeBlockBytes = 32768;  // code block kept in L1/L2 across those queries
 constexpr size_t kMinRowsPerTask = 16384;  // below this, splitting one query is not worth it
+constexpr size_t kLutTaskQueries = 16;     // queries per LUT task
 
 }  // namespace
 
@@ -130,9 +134,85 @@ void Index::add_codes(const uint8_t* codes, size_t n, const int64_t* ids) {
   append(codes, n, ids);
 }
 
+const PackedCodes& Index::packed() const {
+  std::lock_guard<std::mutex> lock(packed_mu_);
+  if (packed_.n != ntotal_ || packed_.M != cb_.M || packed_.nbits != cb_.nbits) {
+    const size_t first = packed_.M == cb_.M && packed_.nbits == cb_.nbits ? packed_.n : 0;
+    if (first == 0) packed_.ids_ascending = true;
+    const int64_t* ids = ids_ptr();
+    for (size_t i = std::max<size_t>(first, 1); i < ntotal_ && packed_.ids_ascending; i++)
+      packed_.ids_ascending = ids[i - 1] < ids[i];
+    pack_codes(codes_ptr(), ntotal_, cb_.M, cb_.nbits, &packed_);
+  }
+  return packed_;
+}
+
+void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, float* D,
+                        int64_t* I) const {
+  const PackedCodes& pc = packed();
+  const size_t n = ntotal_;
+  const size_t lut_size = static_cast<size_t>(cb_.M) * cb_.K;
+  const bool negate = metric_is_similarity(metric_);
+  const int nthreads = get_num_threads();
+  std::vector<float> luts(nq * lut_size);
+  std::vector<QuantizedLut> qluts(nq);
+  parallel_for((nq + kLutTaskQueries - 1) / kLutTaskQueries, [&](size_t t) {
+    for (size_t qi = t * kLutTaskQueries; qi < std::min(nq, (t + 1) * kLutTaskQueries); qi++) {
+      compute_lut(cb_, metric_, q + qi * dim(), luts.data() + qi * lut_size);
+      quantize_lut(luts.data() + qi * lut_size, cb_.M, cb_.nbits, &qluts[qi]);
+    }
+  });
+  // With ascending ids the heaps hold rows (same order), mapped to ids once at the end.
+  const int64_t* heap_ids = pc.ids_ascending ? nullptr : ids_ptr();
+  auto rows_to_ids = [&](int64_t* out) {
+    if (heap_ids) return;
+    for (size_t j = 0; j < k; j++)
+      if (out[j] >= 0) out[j] = ids_ptr()[out[j]];
+  };
+  const size_t nblocks = pc.nblocks();
+  const size_t min_blocks = kMinRowsPerTask / kFastScanBlock;
+  if (nq >= static_cast<size_t>(nthreads) || nblocks < 2 * min_blocks) {
+    // Parallel over query ranges; each range scans the database chunk by chunk (fastscan_topk).
+    const size_t ntasks = std::min(nq, static_cast<size_t>(nthreads) * 2);
+    const size_t per = (nq + ntasks - 1) / ntasks;
+    parallel_for(ntasks, [&](size_t t) {
+      const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
+      if (q0 >= q1) return;
+      std::vector<TopK> heaps(q1 - q0, TopK(k));
+      fastscan_topk(kernel, pc, codes_ptr(), heap_ids, n, luts.data() + q0 * lut_size,
+                    qluts.data() + q0, q1 - q0, 0, nblocks, heaps.data());
+      for (size_t qi = q0; qi < q1; qi++) {
+        heaps[qi - q0].write_sorted(D + qi * k, I + qi * k, negate);
+        rows_to_ids(I + qi * k);
+      }
+    });
+    return;
+  }
+  // Few queries: every query is split over database blocks so every core helps.
+  const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(nthreads));
+  const size_t per = (nblocks + ntasks - 1) / ntasks;
+  std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
+  std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
+  for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
+  parallel_for(ntasks, [&](size_t t) {
+    const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
+    if (b0 < b1)
+      fastscan_topk(kernel, pc, codes_ptr(), heap_ids, n, luts.data(), qluts.data(), nq, b0, b1,
+                    partial[t].data(), shared.get());
+  });
+  for (size_t qi = 0; qi < nq; qi++) {
+    for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);
+    partial[0][qi].write_sorted(D + qi * k, I + qi * k, negate);
+    rows_to_ids(I + qi * k);
+  }
+}
+
 void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const {
   SPQ_CHECK_ARG(k >= 1, "k: must be >= 1");
   std::shared_lock<WriterPreferringMutex> lock(mu_);
+  const Kernels& kern = kernels();
+  const ScanKernel fast = cb_.nbits == 4 ? kern.scan4 : cb_.nbits == 8 ? kern.scan8 : nullptr;
+  if (fast && ntotal_ > 0 && nq > 0) return search_fast(fast, q, nq, k, D, I);
   const size_t n = ntotal_;
   const uint8_t* codes = codes_ptr();
   const int64_t* ids = ids_ptr();
@@ -204,6 +284,10 @@ size_t Index::remove(const int64_t* ids, size_t n) {
     codes_.resize(kept * cs);
     ids_.resize(kept);
     ntotal_ = kept;
+    {
+      std::lock_guard<std::mutex> packed_lock(packed_mu_);
+      packed_.reset();
+    }
     std::lock_guard<std::mutex> map_lock(row_of_mu_);
     row_of_valid_ = false;
     row_of_.clear();

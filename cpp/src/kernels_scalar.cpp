@@ -26,8 +26,18 @@ void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
   }
 }
 
+
+int nearest(const float* x, const float* ct, const float*, const float*, double, int K, int dsub) {
+  float dist[256];
+  subspace_l2(x, ct, K, dsub, dist);
+  int best = 0;
+  for (int k = 1; k < K; k++)
+    if (dist[k] < dist[best]) best = k;  // strict: ties keep the smaller index
+  return best;
+}
+
 }  // namespace
 
-Kernels scalar_kernels() { return Kernels{SimdLevel::Scalar, subspace_l2, subspace_ip}; }
+Kernels scalar_kernels() { return Kernels{SimdLevel::Scalar, subspace_l2, subspace_ip, nearest}; }
 
 }  // namespace spqindex

@@ -22,10 +22,26 @@ SimdLevel detect() {
   return SimdLevel::Scalar;
 }
 
+bool cpu_has_vbmi() {
+#if defined(__x86_64__) || defined(_M_X64)
+  return __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
+}
+
 Kernels table_for(SimdLevel level) {
+  Kernels k;
   switch (level) {
-    case SimdLevel::AVX512: return avx512_kernels();
-    case SimdLevel::AVX2: return avx2_kernels();
+    case SimdLevel::AVX512:
+      k = avx512_kernels();
+      k.scan4 = scan4_avx512();
+      if (cpu_has_vbmi()) k.scan8 = scan8_avx512vbmi();
+      return k;
+    case SimdLevel::AVX2:
+      k = avx2_kernels();
+      k.scan4 = scan4_avx2();
+      return k;
     default: return scalar_kernels();
   }
 }

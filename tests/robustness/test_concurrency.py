@@ -113,6 +113,10 @@ def test_gil_is_released_during_search(restore_threads):
     index.add_codes(rng.integers(0, 256, (400_000, 16), dtype=np.uint8))
     q = rng.standard_normal((48, 32)).astype(np.float32)
     spqindex.set_num_threads(1)  # the search takes one core, the counter the other
+    # Size the batch so the search lasts ~0.5 s whatever the SIMD level (fast scan vs float scan).
+    t0 = time.perf_counter()
+    index.search(q, 10)
+    q = np.tile(q, (max(1, int(np.ceil(0.5 / max(time.perf_counter() - t0, 1e-4)))), 1))
 
     counter = [0]
     stop = threading.Event()

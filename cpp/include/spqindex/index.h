@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "spqindex/codebooks.h"
+#include "spqindex/fastscan.h"
 #include "spqindex/metric.h"
 #include "spqindex/rwlock.h"
 
@@ -78,6 +79,9 @@ class Index {
   void check_id_mode(const int64_t* ids, size_t n) const;   // caller holds the lock
   void append(const uint8_t* codes, size_t n, const int64_t* ids);
   const std::unordered_map<int64_t, size_t>& row_of() const;  // lazily built id -> row
+  const PackedCodes& packed() const;  // fast-scan layout, brought up to date lazily
+  void search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, float* D,
+                   int64_t* I) const;  // caller holds the lock
 
   Codebooks cb_;
   Metric metric_;
@@ -92,6 +96,8 @@ class Index {
   mutable std::unordered_map<int64_t, size_t> row_of_;
   mutable bool row_of_valid_ = false;
   mutable std::mutex row_of_mu_;
+  mutable PackedCodes packed_;   ///< derived copy of the codes for the fast-scan kernels
+  mutable std::mutex packed_mu_;
   mutable WriterPreferringMutex mu_;  ///< searches share it; add/remove take it alone
 };
 

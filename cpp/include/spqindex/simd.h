@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "spqindex/topk.h"
+#include "spqindex/fastscan.h"
 
 namespace spqindex {
 
@@ -17,6 +17,20 @@ struct Kernels {
   void (*subspace_l2)(const float* x, const float* ct, int K, int dsub, float* dist);
   /// dot[k] = Σ_d x[d] · ct[d, k] summed over d in order. ct layout (dsub, K).
   void (*subspace_ip)(const float* x, const float* ct, int K, int dsub, float* dot);
+  /// The k with the smallest subspace_l2 distance (ties to the smaller k): the encoder.
+  /// SIMD levels may find candidates with ‖c‖² − 2x·c (FMA) and a rounding-error bound, then
+  /// pick among them by the exact sequential distance. rows: the codewords, layout (K, dsub);
+  /// norms: ‖c_k‖² (K,); max_norm: max_k ‖c_k‖.
+  int (*nearest)(const float* x, const float* ct, const float* rows, const float* norms,
+                 double max_norm, int K, int dsub);
+  /// nearest() for n vectors (row stride `stride` floats) into out[i * out_stride]; nullptr:
+  /// the encoder calls nearest() per vector.
+  void (*nearest_batch)(const float* x, size_t n, size_t stride, const float* ct,
+                        const float* rows, const float* norms, double max_norm, int K, int dsub,
+                        uint8_t* out, size_t out_stride) = nullptr;
+  /// Fast-scan kernels for 4-bit and 8-bit codes (fastscan.h); nullptr: use the float scan.
+  ScanKernel scan4 = nullptr;
+  ScanKernel scan8 = nullptr;
 };
 
 /// The kernels chosen for this process (first call detects the CPU).
@@ -27,9 +41,14 @@ SimdLevel cpu_simd_level();
 void set_simd_level(SimdLevel level);
 const char* simd_level_name(SimdLevel level);
 
-// Per-ISA tables (defined in kernels_<isa>.cpp; no static objects there).
+// Per-ISA tables (defined in kernels_<isa>.cpp, scan<bits>_<isa>.cpp). Those files hold no static
+// objects and call no inline or template code from other headers (std::min included): the
+// linker may keep their ISA-flagged copy of such a function for the whole program.
 Kernels scalar_kernels();
 Kernels avx2_kernels();
 Kernels avx512_kernels();
+ScanKernel scan4_avx2();
+ScanKernel scan4_avx512();
+ScanKernel scan8_avx512vbmi();  ///< needs AVX-512 VBMI besides the AVX512 level
 
 }  // namespace spqindex

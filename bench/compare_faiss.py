@@ -1,0 +1,204 @@
+"""Search and encode speed of spqindex against FAISS, with the SAME codebooks in both.
+
+Rows: (M=8|16, nbits=4) against faiss IndexPQFastScan, (M=8|16, nbits=8) against faiss IndexPQ.
+Data: clustered float32 (a gaussian mixture), L2 metric, k=10, a fixed number of threads.
+spqindex is exact by contract; "ids==ref" checks our ids against a numpy float32 reference of
+the ADC contract (sequential float32 sum over m) on a subset of queries, and "faiss R@10" is the
+recall@10 of faiss against that same exact ranking.
+
+    python bench/compare_faiss.py                 # 1M x 128, nq=1000, 2 threads
+    python bench/compare_faiss.py --quick         # small smoke run (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import spqindex
+from spqindex import _core
+
+
+def clustered(n: int, d: int, nclusters: int, rng: np.random.Generator) -> np.ndarray:
+    centers = rng.standard_normal((nclusters, d), dtype=np.float32) * 3.0
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x += centers[rng.integers(nclusters, size=n)]
+    return x
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def interleaved_latency(ours, theirs, q: np.ndarray, k: int, threads: int, faiss) -> tuple:
+    """Median single-query latency, queries alternating between the libraries so that machine
+    load and cache state hit both alike. faiss gets the better of `threads` and 1 thread (it does
+    not split one query over threads; its OpenMP/BLAS start-up can only cost it)."""
+    t_o, t_f, t_f1 = [], [], []
+    for i in range(q.shape[0]):
+        qi = q[i : i + 1]
+        t0 = time.perf_counter()
+        ours(qi, k)
+        t_o.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        theirs(qi, k)
+        t_f.append(time.perf_counter() - t0)
+        faiss.omp_set_num_threads(1)
+        t0 = time.perf_counter()
+        theirs(qi, k)
+        t_f1.append(time.perf_counter() - t0)
+        faiss.omp_set_num_threads(threads)
+    return statistics.median(t_o), min(statistics.median(t_f), statistics.median(t_f1))
+
+
+def unpack(codes: np.ndarray, M: int, nbits: int) -> np.ndarray:
+    """(n, code_size) FAISS-packed -> (n, M) int codes (nbits 4 or 8)."""
+    if nbits == 8:
+        return codes.astype(np.int64)
+    lo, hi = codes & 15, codes >> 4
+    return np.stack([lo, hi], axis=2).reshape(codes.shape[0], -1)[:, :M].astype(np.int64)
+
+
+def exact_reference(codebooks: np.ndarray, codes: np.ndarray, q: np.ndarray, k: int):
+    """The contract: L2 LUT per query, float32 sum over m in order, top-k by (score, id)."""
+    M, K, dsub = codebooks.shape
+    ids = np.arange(codes.shape[0])
+    out_d, out_i = [], []
+    for qi in q:
+        diff = qi.reshape(M, 1, dsub) - codebooks
+        lut = np.zeros((M, K), dtype=np.float32)
+        for d in range(dsub):  # sequential over dsub, like the core's LUT
+            lut += diff[:, :, d] * diff[:, :, d]
+        s = np.zeros(codes.shape[0], dtype=np.float32)
+        for m in range(M):
+            s += lut[m, codes[:, m]]
+        order = np.lexsort((ids, s))[:k]
+        out_d.append(s[order])
+        out_i.append(order)
+    return np.array(out_d), np.array(out_i)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth))
+    return hits / truth.size
+
+
+def run_row(faiss, x, xt, q, M, nbits, k, args, rng):
+    d = x.shape[1]
+    pq = faiss.ProductQuantizer(d, M, nbits)
+    pq.cp.niter = args.train_iters
+    pq.train(xt)
+    K = 1 << nbits
+    codebooks = faiss.vector_to_array(pq.centroids).reshape(M, K, d // M).astype(np.float32)
+
+    # faiss: the same centroids, no training of its own.
+    base = faiss.IndexPQ(d, M, nbits)
+    faiss.copy_array_to_vector(codebooks.ravel(), base.pq.centroids)
+    base.is_trained = True
+    base.add(x)
+    if nbits == 4:
+        findex = faiss.IndexPQFastScan(base)
+        fname = "IndexPQFastScan"
+    else:
+        findex = base
+        fname = "IndexPQ"
+
+    ours = spqindex.Index(codebooks, metric="l2")
+    ours.add(x)
+    codes = ours.codes
+    same_codes = float(np.mean(np.all(codes == faiss.vector_to_array(base.codes).reshape(codes.shape), axis=1)))
+
+    qb = q[: args.nq]
+    f_search = lambda qq, kk: findex.search(qq, kk)
+    o_search = lambda qq, kk: ours.search(qq, kk)
+    o_search(qb[:16], k)
+    f_search(qb[:16], k)
+    t_f = best_time(lambda: f_search(qb, k), args.repeats)
+    t_o = best_time(lambda: o_search(qb, k), args.repeats)
+    lat_o, lat_f = interleaved_latency(o_search, f_search, q[-args.nlat:], k, args.threads, faiss)
+
+    # Exactness on a subset of queries.
+    qr = qb[: args.nref]
+    ref_d, ref_i = exact_reference(codebooks, unpack(codes, M, nbits), qr, k)
+    Do, Io = ours.search(qr, k)
+    ids_ok = bool(np.array_equal(Io, ref_i) and np.array_equal(Do, ref_d))
+    _, If = findex.search(qr, k)
+
+    # Encode throughput on a slice.
+    xe = x[: args.nencode]
+    te_f = best_time(lambda: pq.compute_codes(xe), args.repeats)
+    te_o = best_time(lambda: ours.encode(xe), args.repeats)
+    return {
+        "row": f"M={M} nbits={nbits}",
+        "faiss": fname,
+        "qps_o": args.nq / t_o, "qps_f": args.nq / t_f,
+        "lat_o": lat_o * 1e3, "lat_f": lat_f * 1e3,
+        "ids_ok": ids_ok, "r_o": recall(Io, ref_i), "r_f": recall(If, ref_i),
+        "enc_o": args.nencode / te_o, "enc_f": args.nencode / te_f,
+        "same_codes": same_codes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small smoke run (n=20000)")
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--nlat", type=int, default=100, help="single queries timed for the latency median")
+    ap.add_argument("--nref", type=int, default=20, help="queries checked against the numpy reference")
+    ap.add_argument("--nencode", type=int, default=200_000)
+    ap.add_argument("--ntrain", type=int, default=20_000)
+    ap.add_argument("--train-iters", type=int, default=10)
+    ap.add_argument("--rows", default="8x4,16x4,8x8,16x8", help="comma list of MxNBITS")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.nq, args.nencode, args.ntrain, args.nlat, args.nref = 20_000, 100, 20_000, 10_000, 5, 5
+        args.repeats = 1
+
+    # faiss computes one query's distance table with BLAS sgemm when dsub >= 16; OpenBLAS's own
+    # threads then fight faiss's OpenMP threads (nq=1 went from 0.1 ms to 200 ms on this shared
+    # 2-core machine). One BLAS thread is faiss's best setting here.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Idle OpenMP workers of faiss would otherwise busy-wait after each call and take the
+    # second core from the next (spqindex) query of the interleaved latency loop.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    spqindex.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    x = clustered(args.n + args.nq + args.nlat, args.d, 256, rng)
+    q, x = x[args.n :], x[: args.n]
+    xt = x[rng.choice(args.n, size=min(args.ntrain, args.n), replace=False)]
+
+    print(f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} vs faiss {faiss.__version__}; "
+          f"n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq}; "
+          f"{platform.processor() or platform.machine()}")
+    hdr = ("| row | faiss index | QPS nq={nq} ours | faiss | ratio | nq=1 ms ours | faiss | ratio "
+           "| ids==ref | R@10 ours | R@10 faiss | encode vec/s ours | faiss | ratio |").format(nq=args.nq)
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for spec in args.rows.split(","):
+        M, nbits = (int(v) for v in spec.split("x"))
+        r = run_row(faiss, x, xt, q, M, nbits, args.k, args, rng)
+        print(f"| {r['row']} | {r['faiss']} | {r['qps_o']:.0f} | {r['qps_f']:.0f} | {r['qps_o'] / r['qps_f']:.2f}x "
+              f"| {r['lat_o']:.3f} | {r['lat_f']:.3f} | {r['lat_o'] / r['lat_f']:.2f}x "
+              f"| {'yes' if r['ids_ok'] else 'NO'} | {r['r_o']:.3f} | {r['r_f']:.3f} "
+              f"| {r['enc_o']:.3g} | {r['enc_f']:.3g} | {r['enc_o'] / r['enc_f']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

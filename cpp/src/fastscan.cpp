@@ -1,0 +1,118 @@
+#include "spqindex/fastscan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "spqindex/codes.h"
+#include "spqindex/error.h"
+
+namespace spqindex {
+namespace {
+
+// Byte position of row r (0..63) inside its 64-byte record (see PackedCodes).
+inline size_t pos4(size_t r) {
+  const size_t half = r / 32, i = r % 32;
+  return half * 32 + (i < 16 ? 2 * i : 2 * (i - 16) + 1);
+}
+inline size_t pos8(size_t r) { return r < 32 ? 2 * r : 2 * (r - 32) + 1; }
+
+}  // namespace
+
+void pack_codes(const uint8_t* codes, size_t n, int M, int nbits, PackedCodes* out) {
+  SPQ_CHECK(fastscan_layout_exists(nbits));
+  if (out->M != M || out->nbits != nbits) {
+    out->reset();
+    out->M = M;
+    out->nbits = nbits;
+    out->block_bytes = nbits == 4 ? static_cast<size_t>((M + 1) / 2) * 64 : static_cast<size_t>(M) * 64;
+  }
+  if (n < out->n) out->reset();
+  if (n == out->n) return;
+  const size_t first = out->n / kFastScanBlock * kFastScanBlock;  // repack the partial block
+  const size_t bb = out->block_bytes;
+  const size_t nblocks = (n + kFastScanBlock - 1) / kFastScanBlock;
+  out->data.resize(nblocks * bb);
+  std::memset(out->data.data() + first / kFastScanBlock * bb, 0,
+              (nblocks - first / kFastScanBlock) * bb);
+  const size_t cs = (static_cast<size_t>(M) * nbits + 7) / 8;
+  for (size_t row = first; row < n; row++) {
+    uint8_t* blk = out->data.data() + row / kFastScanBlock * bb;
+    const size_t r = row % kFastScanBlock;
+    const uint8_t* src = codes + row * cs;
+    if (nbits == 8) {
+      for (int m = 0; m < M; m++) blk[static_cast<size_t>(m) * 64 + pos8(r)] = src[m];
+    } else {
+      const size_t pos = pos4(r);
+      // A FAISS 4-bit row already holds c[2p] | c[2p+1] << 4 in byte p (padding nibble is zero).
+      for (int p = 0; p < (M + 1) / 2; p++) blk[static_cast<size_t>(p) * 64 + pos] = src[p];
+    }
+  }
+  out->n = n;
+}
+
+void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
+  const int K = 1 << nbits;
+  out->ok = false;
+  std::vector<double> mins(M);
+  double width = 0, abs_sum = 0, base = 0;
+  for (int m = 0; m < M; m++) {
+    const float* row = lut + static_cast<size_t>(m) * K;
+    float lo = row[0], hi = row[0], amax = 0;
+    for (int k = 0; k < K; k++) {
+      if (!std::isfinite(row[k])) return;
+      lo = std::min(lo, row[k]);
+      hi = std::max(hi, row[k]);
+      amax = std::max(amax, std::fabs(row[k]));
+    }
+    mins[m] = lo;
+    base += lo;
+    width = std::max(width, static_cast<double>(hi) - lo);
+    abs_sum += amax;
+  }
+  // uint16 accumulation: M * qmax must fit in 65535. 4-bit kernels add the two entries of a
+  // byte (sub-quantizers 2p, 2p+1) in uint8 first, so there q[m, k] <= 127.
+  const int qmax = std::min(nbits == 4 ? 127 : 255, 65535 / M);
+  if (qmax < 1 || !std::isfinite(abs_sum) || abs_sum > 1e37) return;
+  const double a = width > 0 ? qmax / width : 1.0;
+  double err = 0;
+  if (nbits == 4) out->table.assign(static_cast<size_t>((M + 1) / 2) * 64, 0);
+  else out->table.assign(static_cast<size_t>(M) * 256, 0);
+  for (int m = 0; m < M; m++) {
+    const float* row = lut + static_cast<size_t>(m) * K;
+    double e = 0;
+    for (int k = 0; k < K; k++) {
+      double v = std::nearbyint((row[k] - mins[m]) * a);
+      v = std::min<double>(std::max(v, 0.0), qmax);
+      e = std::max(e, std::fabs(row[k] - mins[m] - v / a));
+      const uint8_t qv = static_cast<uint8_t>(v);
+      if (nbits == 8) {
+        out->table[static_cast<size_t>(m) * 256 + k] = qv;
+      } else {
+        uint8_t* t = out->table.data() + static_cast<size_t>(m / 2) * 64 + (m % 2) * 32;
+        t[k] = qv;
+        t[16 + k] = qv;
+      }
+    }
+    err += e;
+  }
+  // Float32 sequential sum of M terms: |S - R| <= (M-1) u / (1 - (M-1) u) Σ|x| (u = 2^-24);
+  // doubled, plus a relative margin for the double arithmetic here and in bound().
+  const double u = std::ldexp(1.0, -24);
+  out->scale = a;
+  out->base = base;
+  out->slack = err * (1 + 1e-9) + 2.0 * (M + 1) * u * abs_sum + 1e-12 * (abs_sum + std::fabs(base)) +
+               std::numeric_limits<float>::denorm_min() * (M + 1);
+  out->ok = true;
+}
+
+int32_t QuantizedLut::bound(float thr) const {
+  if (std::isinf(thr) && thr > 0) return 65535;
+  const double t = (static_cast<double>(thr) - base + slack) * scale;
+  if (!(t >= 0)) return -1;
+  if (t >= 65535) return 65535;
+  return static_cast<int32_t>(std::floor(t));
+}
+
+}  // namespace spqindex
