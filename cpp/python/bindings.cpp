@@ -69,6 +69,26 @@ void check_dim(const py::array& a, const char* name, py::ssize_t want) {
                           " columns, got " + std::to_string(a.shape(1)));
 }
 
+/// search(q, k) for host queries, shared by the CPU and GPU index: checks, allocates (D, I)
+/// with the GIL held, searches without it.
+template <typename IndexT>
+py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k) {
+  auto qa = strict<float>(q, "q", 2);
+  check_dim(qa, "q", self.dim());
+  if (k < 1) throw py::value_error("k: must be >= 1");
+  const py::ssize_t nq = qa.shape(0);
+  py::array_t<float> D({nq, k});
+  py::array_t<int64_t> I({nq, k});
+  float* dp = D.mutable_data();
+  int64_t* ip = I.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    self.search(qa.data(), nq, k, dp, ip);
+  }
+  return py::make_tuple(D, I);
+}
+
+
 #ifdef SPQINDEX_WITH_CUDA
 /// The GPU index (cuda.h). Host arrays follow the same strict rules as above; device inputs
 /// come as a raw pointer + shape from spqindex/gpu.py (validated there, checked for finiteness
@@ -95,23 +115,7 @@ void bind_cuda(py::module_& m) {
       .def_property_readonly("ntotal", &GpuIndex::ntotal)
       .def_property_readonly("dim", &GpuIndex::dim)
       .def_property_readonly("last_search_ms", &GpuIndex::last_search_ms)
-      .def("search",
-           [](GpuIndex& self, const py::array& q, py::ssize_t k) {
-             auto qa = strict<float>(q, "q", 2);
-             check_dim(qa, "q", self.dim());
-             if (k < 1) throw py::value_error("k: must be >= 1");
-             const py::ssize_t nq = qa.shape(0);
-             py::array_t<float> D({nq, k});
-             py::array_t<int64_t> I({nq, k});
-             float* dp = D.mutable_data();
-             int64_t* ip = I.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               self.search(qa.data(), nq, k, dp, ip);
-             }
-             return py::make_tuple(D, I);
-           },
-           py::arg("q"), py::arg("k"))
+      .def("search", &search_host<GpuIndex>, py::arg("q"), py::arg("k"))
       .def("search_ptr",
            [](GpuIndex& self, uintptr_t ptr, py::ssize_t nq, py::ssize_t k, uintptr_t stream) {
              if (nq < 0) throw py::value_error("nq: must be >= 0");
@@ -220,23 +224,7 @@ PYBIND11_MODULE(_core, m) {
              self.add_codes(ca.data(), n, id_ptr);
            },
            py::arg("codes"), py::arg("ids") = py::none())
-      .def("search",
-           [](const Index& self, const py::array& q, py::ssize_t k) {
-             auto qa = strict<float>(q, "q", 2);
-             check_dim(qa, "q", self.dim());
-             if (k < 1) throw py::value_error("k: must be >= 1");
-             const py::ssize_t nq = qa.shape(0);
-             py::array_t<float> D({nq, k});
-             py::array_t<int64_t> I({nq, k});
-             float* dp = D.mutable_data();
-             int64_t* ip = I.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               self.search(qa.data(), nq, k, dp, ip);
-             }
-             return py::make_tuple(D, I);
-           },
-           py::arg("q"), py::arg("k"))
+      .def("search", &search_host<const Index>, py::arg("q"), py::arg("k"))
       .def("encode",
            [](const Index& self, const py::array& x) {
              auto xa = strict<float>(x, "x", 2);
