@@ -10,7 +10,7 @@ import numpy as np
 
 from . import datasets
 
-_DEFAULTS = {"epochs": 5, "train_size": 20000, "queries": 1000, "db_size": 0}
+_DEFAULTS = {"epochs": 4, "train_size": 0, "queries": 1000, "db_size": 0}
 _QUICK = {"epochs": 1, "train_size": 512, "queries": 64, "db_size": 1024}
 
 
@@ -30,6 +30,7 @@ def run_demo(args) -> int:
     import spqindex
     from .metrics import map_at_n, precision_at_k
     from .train import SPQConfig, SPQModel, fit
+    from .train.trainer import resolve_device
 
     s = _settings(args)
     t_start = time.perf_counter()
@@ -56,7 +57,7 @@ def run_demo(args) -> int:
     score("SPQ, untrained network", ids, time.perf_counter() - t)
 
     print(f"training SPQ ({args.bits} bits, M={cfg.M}, K={cfg.K}) on {len(x_fit)} Fashion-MNIST images "
-          f"for {s['epochs']} epochs on {args.device} ...", flush=True)
+          f"for {s['epochs']} epochs on {resolve_device(args.device)} ...", flush=True)
     t = time.perf_counter()
     history = fit(model, x_fit, epochs=s["epochs"], device=args.device, checkpoint_dir=args.out,
                   progress=True, record_steps=True)
