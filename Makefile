@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test bench bench-smoke cuda-compile clean
+.PHONY: install data demo test bench bench-smoke cuda-compile results-fmnist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml CMakeLists.txt $(shell find cpp python -type f -not -name '*.pyc' 2>/dev/null)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q scikit-build-core pybind11 ninja cmake
-	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench]"
+	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench,efficientnet]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -50,6 +50,12 @@ cuda-compile: $(BIN)/python
 	@if ! command -v nvcc >/dev/null 2>&1; then echo "nvcc not found: CUDA compile check skipped"; [ -z "$$CI" ] || exit 1; exit 0; fi; \
 	$(BIN)/cmake -S . -B build/cuda -DSPQINDEX_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80;90" && \
 	$(BIN)/cmake --build build/cuda --target spqindex_cuda --parallel 2
+
+# The measured Fashion-MNIST table of docs/results.md (about 35 min on the 2-core machine).
+results-fmnist: install data
+	for b in 32 16 64; do nice -n 10 $(BIN)/python bench/fashion_mnist_results.py --bits $$b --epochs 8 \
+	  --lr 1e-3 --batch-size 128 --crop-scale 0.8 --threads 1 --out runs/fmnist-results & done; wait
+	$(BIN)/python bench/fashion_mnist_results.py --table --out runs/fmnist-results
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .benchmarks
