@@ -167,3 +167,33 @@ def test_many_threads_share_the_pool_without_deadlock(restore_threads):
 
     with Watchdog(120):
         run_threads([caller] * 12 + [resizer], timeout=60)
+
+
+@pytest.mark.parametrize("spin", ["0", "50", "not-a-number"])
+def test_pool_spin_setting_keeps_results_and_exits(spin, tmp_path):
+    """SPQINDEX_SPIN_US only changes how idle workers wait: with no spin, a short one, or an
+    unreadable value (default used), split single-query searches give the parent's results and
+    the process exits (workers spinning or asleep are joined at exit)."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    index = spqindex.Index(rng.standard_normal((8, 16, 4)).astype(np.float32), metric="l2")
+    index.add(rng.standard_normal((300_000, 32)).astype(np.float32))
+    q = rng.standard_normal((3, 32)).astype(np.float32)
+    path = tmp_path / "x.spq"
+    index.save(path)
+    np.save(tmp_path / "q.npy", q)
+    _, ref = index.search(q, 5)
+    script = (
+        "import sys, numpy as np, spqindex\n"
+        "spqindex.set_num_threads(2)\n"
+        f"ix = spqindex.Index.load({str(path)!r}); q = np.load({str(tmp_path / 'q.npy')!r})\n"
+        "out = [ix.search(q[i:i + 1], 5)[1][0] for i in range(3) for _ in range(20)]\n"
+        "np.save(sys.argv[1], np.array(out))\n"
+    )
+    env = dict(os.environ, SPQINDEX_SPIN_US=spin)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.npy")], env=env, check=True, timeout=120)
+    out = np.load(tmp_path / "out.npy")
+    np.testing.assert_array_equal(out, np.repeat(ref, 20, axis=0))
