@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spqindex.cli import build_parser, main
 
@@ -24,10 +25,13 @@ def npz(tmp_path):
 def test_train_eval_index_search_end_to_end(tmp_path, npz, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--data", npz, "--out", run, "--epochs", "2", "--batch-size", "16", "--bits", "16",
-                 "--eval-every", "1", "--top-n", "10", "--quiet", "--threads", "2"]) == 0
+                 "--eval-every", "1", "--top-n", "10", "--quiet", "--threads", "2", "--backbone", "cnn28_deep",
+                 "--tau", "0.3", "--tau-q", "20"]) == 0
     out = capsys.readouterr().out
     assert "trained 2 epochs" in out and "mAP@10" in out
     assert {"model.pt", "checkpoint.pt", "log.jsonl"} <= set(os.listdir(run))
+    saved = torch.load(os.path.join(run, "model.pt"), weights_only=True)
+    assert saved["backbone"] == "cnn28_deep" and saved["config"]["tau"] == 0.3 and saved["config"]["tau_q"] == 20.0
 
     assert main(["eval", "--checkpoint", run, "--data", npz, "--top-n", "10", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
@@ -76,6 +80,9 @@ def test_demo_quick_on_fake_fashion_mnist(tmp_path, capsys):
     (["train", "--bits", "x"], 2, "expected a positive integer, got 'x'"),
     (["train", "--epochs", "0"], 2, "expected a positive integer"),
     (["train", "--crop-scale", "2"], 2, "(0, 1]"),
+    (["train", "--tau", "0"], 2, "expected a positive number, got '0'"),
+    (["train", "--tau-q", "nan"], 2, "expected a positive number, got 'nan'"),
+    (["train", "--lr", "-1"], 2, "expected a positive number"),
     (["eval"], 2, "--checkpoint"),
     (["frobnicate"], 2, "invalid choice"),
     (["eval", "--checkpoint", "/nonexistent/run"], 1, "no model file"),

@@ -44,6 +44,16 @@ def _unit(text: str) -> float:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def _add_data(p, split_default: Optional[str] = None) -> None:
     p.add_argument("--data", default="fashion-mnist", help=DATA_HELP + " (default: fashion-mnist)")
     p.add_argument("--data-root", default=None, metavar="DIR",
@@ -70,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=_positive, default=32, help="code length; M = bits / log2(K) (default: 32)")
     p.add_argument("--K", type=_positive, default=16, help="codewords per codebook, a power of two (default: 16)")
     p.add_argument("--dsub", type=_positive, default=16, help="sub-space dimension (default: 16)")
-    p.add_argument("--backbone", choices=("auto", "cnn28", "resnet18_cifar", "efficientnet_lite0"), default="auto",
+    p.add_argument("--backbone", choices=("auto", "cnn28", "cnn28_deep", "resnet18_cifar", "efficientnet_lite0"), default="auto",
                    help="auto: cnn28 for 28x28 gray images, else resnet18_cifar (default: auto)")
     p.add_argument("--epochs", type=_positive, default=50, help="training epochs (default: 50)")
     p.add_argument("--batch-size", type=_positive, default=256, help="batch size, over all processes (default: 256)")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: 3e-4)")
+    p.add_argument("--lr", type=_positive_float, default=3e-4, help="Adam learning rate (default: 3e-4)")
+    p.add_argument("--tau", type=_positive_float, default=0.5, help="temperature of the CQC loss (default: 0.5)")
+    p.add_argument("--tau-q", type=_positive_float, default=5.0,
+                   help="soft-quantization scale: softmax(-tau_q * squared distance) (default: 5)")
     p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                    help="cosine over the whole run, or constant (default: cosine)")
     p.add_argument("--crop-scale", type=_unit, default=0.08, help="smallest RandomResizedCrop area (default: 0.08)")

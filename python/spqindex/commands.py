@@ -57,7 +57,8 @@ def train(args) -> int:
     if backbone == "auto":
         backbone = "cnn28" if x_train.ndim == 3 and x_train.shape[1:] == (28, 28) else "resnet18_cifar"
     channels = 1 if x_train.ndim == 3 else x_train.shape[3]
-    cfg = SPQConfig(bits=args.bits, K=args.K, dsub=args.dsub, lr=args.lr, batch_size=args.batch_size,
+    cfg = SPQConfig(bits=args.bits, K=args.K, dsub=args.dsub, lr=args.lr, tau=args.tau, tau_q=args.tau_q,
+                    batch_size=args.batch_size,
                     lr_schedule=args.lr_schedule, crop_scale=(args.crop_scale, 1.0), seed=args.seed)
     model = SPQModel(cfg, backbone, in_channels=channels)
     t0 = time.perf_counter()
@@ -121,12 +122,14 @@ def search(args) -> int:
 def _read_images(paths, model) -> np.ndarray:
     from PIL import Image
 
+    from .train.backbones import GRAY28_BACKBONES
+
     out = []
     gray = model.in_channels == 1
     for p in paths:
         with Image.open(p) as im:
             im = im.convert("L" if gray else "RGB")
-            if model.backbone_name == "cnn28":
+            if model.backbone_name in GRAY28_BACKBONES:
                 im = im.resize((28, 28), Image.BILINEAR)
             elif model.backbone_name == "resnet18_cifar":
                 im = im.resize((32, 32), Image.BILINEAR)

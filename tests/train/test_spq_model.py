@@ -23,7 +23,7 @@ def test_config_rejects_bad_values(kwargs, match):
         SPQConfig(**kwargs)
 
 
-@pytest.mark.parametrize("backbone,shape", [("cnn28", (3, 1, 28, 28)), ("resnet18_cifar", (2, 3, 32, 32))])
+@pytest.mark.parametrize("backbone,shape", [("cnn28", (3, 1, 28, 28)), ("cnn28_deep", (3, 1, 28, 28)), ("resnet18_cifar", (2, 3, 32, 32))])
 def test_forward_shapes(backbone, shape):
     model = SPQModel(SPQConfig(bits=16), backbone)
     x, z = model(torch.rand(shape))

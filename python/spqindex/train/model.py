@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import make_backbone
+from .backbones import GRAY28_BACKBONES, make_backbone
 from .config import SPQConfig
 from .images import check_images, num_channels, to_tensor
 from .quantization import QuantizationHead, soft_quantize
@@ -22,7 +22,7 @@ _FORMAT = "spqindex.SPQModel/1"
 class SPQModel(nn.Module):
     """Backbone -> Linear(feat -> M*dsub) -> soft quantization with M codebooks of K codewords.
 
-    ``backbone`` is 'cnn28', 'resnet18_cifar', 'efficientnet_lite0', or any ``nn.Module`` with ``out_dim``
+    ``backbone`` is 'cnn28', 'cnn28_deep', 'resnet18_cifar', 'efficientnet_lite0', or any ``nn.Module`` with ``out_dim``
     that maps (n, C, H, W) float images in [0, 1] to (n, out_dim).
     """
 
@@ -34,7 +34,7 @@ class SPQModel(nn.Module):
             raise TypeError(f"cfg must be an SPQConfig, got {type(cfg).__name__}")
         if isinstance(backbone, str):
             if in_channels is None:
-                in_channels = 1 if backbone == "cnn28" else 3
+                in_channels = 1 if backbone in GRAY28_BACKBONES else 3
             self.backbone_name = backbone
             with torch.random.fork_rng(devices=[]):  # the initial weights depend on cfg.seed only
                 torch.manual_seed(cfg.seed)
