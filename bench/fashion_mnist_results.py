@@ -42,13 +42,20 @@ def raw_pixel_pq(x_db, x_q, y_db, y_q, bits: int, top_n: int, seed: int) -> dict
 
 def spq(x_db, x_q, y_db, y_q, bits: int, args) -> dict:
     t = time.perf_counter()
-    cfg = SPQConfig(bits=bits, lr=args.lr, batch_size=args.batch_size, crop_scale=(args.crop_scale, 1.0), seed=args.seed)
-    model = SPQModel(cfg, "cnn28")
+    cfg = SPQConfig(bits=bits, lr=args.lr, batch_size=args.batch_size, crop_scale=(args.crop_scale, 1.0),
+                    tau=args.tau, tau_q=args.tau_q, seed=args.seed)
+    model = SPQModel(cfg, args.backbone)
     run = os.path.join(args.out, f"spq{bits}")
-    history = fit(model, x_db, epochs=args.epochs, device="cpu", checkpoint_dir=run, resume=True, progress=True)
+    # Periodic evaluation on 2,000 of the test queries (the final score below uses all 10,000).
+    rows = np.random.default_rng(args.seed).choice(len(x_q), min(2000, len(x_q)), replace=False)
+    eval_data = ((x_q[rows], y_q[rows]), (x_db, y_db)) if args.eval_every else None
+    history = fit(model, x_db, epochs=args.epochs, device="cpu", checkpoint_dir=run, resume=True, progress=True,
+                  eval_data=eval_data, eval_every=args.eval_every or args.epochs + 1, top_n=args.top_n)
     train_s = sum(h["seconds"] for h in history)
     scores = retrieval_scores(model.to("cpu"), (x_q, y_q), (x_db, y_db), args.top_n)
-    return {"map": scores["map"], "p@100": scores["p@100"], "epochs": args.epochs, "train_seconds": round(train_s, 1),
+    curve = [{"epoch": h["epoch"], "map_2k_queries": round(h["map"], 4)} for h in history if "map" in h]
+    return {"map": scores["map"], "p@100": scores["p@100"], "epochs": args.epochs, "backbone": args.backbone,
+            "curve": curve, "train_seconds": round(train_s, 1),
             "seconds": round(time.perf_counter() - t, 1), "final_loss": history[-1]["loss"], "config": cfg.to_dict()}
 
 
@@ -74,8 +81,12 @@ def main() -> None:
     p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop-scale", type=float, default=0.8, help="smallest RandomResizedCrop area")
+    p.add_argument("--tau", type=float, default=0.3, help="CQC loss temperature")
+    p.add_argument("--tau-q", type=float, default=5.0, help="soft-quantization scale")
+    p.add_argument("--backbone", default="cnn28", choices=("cnn28", "cnn28_deep"))
+    p.add_argument("--eval-every", type=int, default=0, help="mAP on 2,000 test queries every N epochs (0: never)")
     p.add_argument("--top-n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
