@@ -87,6 +87,23 @@ test-asan: install
 	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" \
 	  --ignore=tests/train --ignore=tests/test_cli.py --ignore=tests/test_cuda.py tests
 
+# test-portable: the build a non-x86 CPU gets (no AVX kernel files, scalar level only), made and
+# tested here with SPQINDEX_X86_KERNELS=OFF: the C++ tests, then the index and SIMD tests against it.
+PORTABLE_DIR := build/portable
+.PHONY: test-portable
+test-portable: install
+	PATH=$(abspath $(BIN)):$$PATH cmake -S . -B $(PORTABLE_DIR) -G Ninja -DSPQINDEX_X86_KERNELS=OFF \
+	  -DSPQINDEX_BUILD_TESTS=ON -DSPQINDEX_PYTHON=ON \
+	  -DPython_EXECUTABLE=$(abspath $(BIN)/python) -Dpybind11_DIR=$$($(BIN)/python -m pybind11 --cmakedir)
+	PATH=$(abspath $(BIN)):$$PATH cmake --build $(PORTABLE_DIR)
+	$(PORTABLE_DIR)/spqindex_tests
+	rm -rf $(PORTABLE_DIR)/pkg && mkdir -p $(PORTABLE_DIR)/pkg && cp -r python/spqindex $(PORTABLE_DIR)/pkg/ \
+	  && cp $(PORTABLE_DIR)/_core*.so $(PORTABLE_DIR)/pkg/spqindex/
+	PYTHONPATH=$(PORTABLE_DIR)/pkg:$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+	  $(BIN)/python -S -c 'import spqindex, sys; l = spqindex.simd_level(); print("portable build, simd level:", l); sys.exit(l != "scalar")'
+	PYTHONPATH=$(PORTABLE_DIR)/pkg:$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" tests/test_index.py tests/test_simd.py tests/test_io.py
+
 # Coverage-guided fuzzing of Index.load for FUZZ_TIME seconds; new inputs go to build/fuzz-corpus,
 # crashes to ./crash-*. The seed corpus in fuzz/corpus stays small and is not written to.
 fuzz: install

@@ -11,8 +11,10 @@
 namespace spqindex {
 namespace {
 
+// SPQINDEX_X86_KERNELS: the AVX2/AVX-512 kernel files are compiled in (CMakeLists.txt); without
+// them the scalar level is the only one, whatever the CPU.
 SimdLevel detect() {
-#if defined(__x86_64__) || defined(_M_X64)
+#if SPQINDEX_X86_KERNELS
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
@@ -23,7 +25,7 @@ SimdLevel detect() {
 }
 
 bool cpu_has_vbmi() {
-#if defined(__x86_64__) || defined(_M_X64)
+#if SPQINDEX_X86_KERNELS
   return __builtin_cpu_supports("avx512vbmi");
 #else
   return false;
@@ -31,6 +33,7 @@ bool cpu_has_vbmi() {
 }
 
 Kernels table_for(SimdLevel level) {
+#if SPQINDEX_X86_KERNELS
   Kernels k;
   switch (level) {
     case SimdLevel::AVX512:
@@ -44,6 +47,10 @@ Kernels table_for(SimdLevel level) {
       return k;
     default: return scalar_kernels();
   }
+#else
+  (void)level;
+  return scalar_kernels();
+#endif
 }
 
 std::once_flag g_once;
