@@ -34,24 +34,21 @@ _positive = _int_at_least(1, "positive")
 _nonneg = _int_at_least(0, "non-negative")
 
 
-def _unit(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
+def _float_in(high: float, what: str):
+    """An argparse type: a float in (0, high], with a one-line error naming what was expected."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not 0 < v <= high or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+_unit = _float_in(1.0, "a number in (0, 1]")
+_positive_float = _float_in(float("inf"), "a positive number")
 
 
 def _add_data(p, split_default: Optional[str] = None) -> None:
