@@ -57,6 +57,16 @@ def test_resume_via_cli(tmp_path, npz, capsys):
     assert main(common + ["--epochs", "3", "--resume", "--lr", "0.001"]) == 1
     assert "config" in capsys.readouterr().err
 
+    # A finished run resumed with --refine-iters: no more training, refined codebooks in model.pt only.
+    assert main(common + ["--epochs", "2", "--resume", "--refine-iters", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 2 epochs" in out and "refined the codebooks with 3 Lloyd rounds" in out
+    saved = torch.load(os.path.join(run, "model.pt"), weights_only=True)
+    ckpt = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
+    assert saved["refine_iters"] == 3
+    assert not torch.equal(saved["state_dict"]["head.codebooks"], ckpt["model"]["head.codebooks"])
+    torch.testing.assert_close(saved["state_dict"]["head.fc.weight"], ckpt["model"]["head.fc.weight"])
+
 
 def test_demo_quick_on_fake_fashion_mnist(tmp_path, capsys):
     rng = np.random.default_rng(3)
@@ -83,6 +93,7 @@ def test_demo_quick_on_fake_fashion_mnist(tmp_path, capsys):
     (["train", "--tau", "0"], 2, "expected a positive number, got '0'"),
     (["train", "--tau-q", "nan"], 2, "expected a positive number, got 'nan'"),
     (["train", "--lr", "-1"], 2, "expected a positive number"),
+    (["train", "--refine-iters", "-1"], 2, "--refine-iters"),
     (["eval"], 2, "--checkpoint"),
     (["frobnicate"], 2, "invalid choice"),
     (["eval", "--checkpoint", "/nonexistent/run"], 1, "no model file"),

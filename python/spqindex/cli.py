@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=_positive_float, default=0.5, help="temperature of the CQC loss (default: 0.5)")
     p.add_argument("--tau-q", type=_positive_float, default=5.0,
                    help="soft-quantization scale: softmax(-tau_q * squared distance) (default: 5)")
+    p.add_argument("--refine-iters", type=_nonneg, default=0,
+                   help="after training, this many Lloyd (k-means) rounds on the codebooks over the training "
+                        "images' features; not part of SPQ, helps with few codebooks (default: 0)")
     p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                    help="cosine over the whole run, or constant (default: cosine)")
     p.add_argument("--crop-scale", type=_unit, default=0.08, help="smallest RandomResizedCrop area (default: 0.08)")

@@ -69,6 +69,16 @@ def train(args) -> int:
     score = f", mAP@{args.top_n} {last['map']:.4f}" if "map" in last else ""
     print(f"trained {len(history)} epochs in {time.perf_counter() - t0:.0f} s{score}; model: "
           f"{os.path.join(args.out, 'model.pt')}")
+    if args.refine_iters:
+        stats = model.refine_codebooks(x_fit, args.refine_iters)
+        if eval_data is not None:
+            from .train.evaluate import retrieval_scores
+
+            refined = retrieval_scores(model, *eval_data, args.top_n)
+            score = f", mAP@{args.top_n} {refined['map']:.4f}"
+        model.save(os.path.join(args.out, "model.pt"))
+        print(f"refined the codebooks with {args.refine_iters} Lloyd rounds: quantization error "
+              f"{stats['mse_before']:.4g} -> {stats['mse_after']:.4g}{score}")
     return 0
 
 

@@ -40,20 +40,56 @@ def train_codebooks(x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 
     codebooks = np.empty((M, K, dsub), dtype=np.float32)
     for m in range(M):
         codebooks[m] = _kmeans_plus_plus(xs[:, m], K, rng)
+    _lloyd(codebooks, xa, nbits, iters, rng)
+    return codebooks
 
-    unpack_shift = np.arange(8, dtype=np.uint8)
+
+def refine_codebooks(x, codebooks, iters: int = 10) -> np.ndarray:
+    """Lloyd's k-means started from given codebooks (M, K, dsub): ``iters`` rounds of hard assignment
+    (nearest codeword in squared L2, as the index encodes) and centroid update on all of ``x`` (n, M*dsub).
+
+    Lowers the quantization error of codebooks learned some other way (e.g. SPQ's soft quantization) on the
+    vectors they will encode; codewords that get no vector keep their value. Returns new codebooks; the
+    input is not modified.
+    """
+    iters = positive_int(iters, "iters")
+    cb = np.asarray(codebooks)
+    if cb.ndim != 3:
+        raise ValueError(f"codebooks: expected shape (M, K, dsub), got {cb.shape}")
+    M, K, dsub = cb.shape
+    nbits = K.bit_length() - 1
+    if K < 2 or K != 1 << nbits or nbits > 8:
+        raise ValueError(f"codebooks: K must be a power of two in 2..256, got {K}")
+    cb = float_matrix(cb.reshape(M * K, dsub), "codebooks").reshape(M, K, dsub).copy()
+    if not np.isfinite(cb).all():
+        raise ValueError("codebooks: must be finite")
+    xa = float_matrix(x, "x")
+    if xa.shape[1] != M * dsub:
+        raise ValueError(f"x: dimension {xa.shape[1]} does not match the codebooks' M*dsub = {M * dsub}")
+    if xa.shape[0] < 1:
+        raise ValueError("x: need at least one vector")
+    _lloyd(cb, xa, nbits, iters, rng=None)
+    return cb
+
+
+def _lloyd(codebooks: np.ndarray, xa: np.ndarray, nbits: int, iters: int, rng) -> None:
+    """``iters`` Lloyd rounds on ``codebooks`` (M, K, dsub) in place over the vectors ``xa`` (n, M*dsub).
+
+    Empty clusters are re-seeded by splitting the largest one when ``rng`` is given, else keep their value.
+    """
+    M, K, dsub = codebooks.shape
+    xs = xa.reshape(xa.shape[0], M, dsub)
     for _ in range(iters):
-        assign = _assign(codebooks, xa, M, nbits, unpack_shift)  # (n, M)
+        assign = unpack_codes(_core.IndexCore(codebooks, "l2").encode(xa), M, nbits)  # (n, M)
         for m in range(M):
             a = assign[:, m]
             counts = np.bincount(a, minlength=K)
-            sums = np.zeros((K, dsub), dtype=np.float64)
-            np.add.at(sums, a, xs[:, m])
+            sums = np.stack([np.bincount(a, weights=xs[:, m, d], minlength=K) for d in range(dsub)], axis=1)
             nonempty = counts > 0
             codebooks[m, nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
-            for k in np.flatnonzero(~nonempty):
-                _split_largest(codebooks[m], counts, k, rng)
-    return codebooks
+            if rng is not None:
+                for k in np.flatnonzero(~nonempty):
+                    _split_largest(codebooks[m], counts, k, rng)
 
 
 def _kmeans_plus_plus(xm: np.ndarray, K: int, rng, max_candidates_per_centroid: int = 64) -> np.ndarray:
@@ -71,11 +107,6 @@ def _kmeans_plus_plus(xm: np.ndarray, K: int, rng, max_candidates_per_centroid: 
         centers[k] = xm[i]
         np.minimum(d2, ((xm - centers[k]) ** 2).sum(1), out=d2)
     return centers.astype(np.float32)
-
-
-def _assign(codebooks: np.ndarray, x: np.ndarray, M: int, nbits: int, shift) -> np.ndarray:
-    codes = _core.IndexCore(codebooks, "l2").encode(x)
-    return unpack_codes(codes, M, nbits)
 
 
 def unpack_codes(codes: np.ndarray, M: int, nbits: int) -> np.ndarray:

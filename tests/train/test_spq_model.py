@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import spqindex
+from spqindex.pq import refine_codebooks
 from spqindex.train import SPQConfig, SPQModel
 from spqindex.train.augment import blur_kernel_size, make_augmentation
 
@@ -81,6 +82,27 @@ def test_save_load_is_tensors_only(tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an SPQModel"):
         SPQModel.load(tmp_path / "other.pt")
+
+
+def test_refine_codebooks_fits_the_features_and_is_saved(tmp_path):
+    model = SPQModel(SPQConfig(bits=8, K=16, dsub=2), Tiny())
+    images = np.random.default_rng(2).integers(0, 256, (300, 4, 4, 3), dtype=np.uint8)
+    feats_before = model.embed(images)
+    start = model.codebooks()
+    head_before = model.head.fc.weight.detach().clone()
+    stats = model.refine_codebooks(images, iters=5)
+    assert stats["mse_after"] < stats["mse_before"]
+    np.testing.assert_array_equal(model.embed(images), feats_before)  # only the codebooks change
+    torch.testing.assert_close(model.head.fc.weight, head_before)
+    np.testing.assert_array_equal(model.codebooks(), refine_codebooks(feats_before, start, 5))
+    assert model.refine_iters == 5 and model.head.codebooks.requires_grad
+    model.save(tmp_path / "refined.pt")
+    loaded = SPQModel.load(tmp_path / "refined.pt", backbone=Tiny())
+    assert loaded.refine_iters == 5
+    np.testing.assert_array_equal(loaded.codebooks(), model.codebooks())
+    with pytest.raises(ValueError, match="iters"):
+        model.refine_codebooks(images, iters=0)
+    assert model.refine_iters == 5
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -48,6 +48,7 @@ class SPQModel(nn.Module):
             raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
         self.cfg = cfg
         self.in_channels = in_channels
+        self.refine_iters = 0  # Lloyd rounds applied to the codebooks after training (refine_codebooks)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
             self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q)
@@ -83,6 +84,24 @@ class SPQModel(nn.Module):
             self.train(was_training)
         return out
 
+    @torch.no_grad()
+    def refine_codebooks(self, images, iters: int = 10, batch_size: int = 512) -> dict:
+        """Lloyd's k-means on the codebooks, started from the learned ones, over the embeddings of ``images``.
+
+        Not part of SPQ: a post-training step that fits the codebooks to the hard assignment the index
+        encodes with (soft quantization can leave codewords far from the features they stand for; with few
+        codebooks this costs retrieval quality). The codebooks are replaced in place; the backbone and the
+        projection are unchanged. Returns the mean squared quantization error before and after.
+        """
+        from ..pq import refine_codebooks
+
+        feats = self.embed(images, batch_size)
+        before = self.codebooks()
+        after = refine_codebooks(feats, before, iters)
+        self.head.codebooks.copy_(torch.from_numpy(after).to(self.head.codebooks))
+        self.refine_iters += iters
+        return {"mse_before": _quantization_mse(feats, before), "mse_after": _quantization_mse(feats, after)}
+
     def build_index(self, images, batch_size: int = 512):
         """A ``spqindex.Index(self.codebooks(), metric="spq")`` holding the embeddings of ``images``."""
         import spqindex
@@ -94,7 +113,7 @@ class SPQModel(nn.Module):
     # --- persistence (tensors and plain values only; loads with weights_only=True) -------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
         payload = {"format": _FORMAT, "config": self.cfg.to_dict(), "backbone": self.backbone_name,
-                   "in_channels": self.in_channels, "state_dict": self.state_dict()}
+                   "in_channels": self.in_channels, "refine_iters": self.refine_iters, "state_dict": self.state_dict()}
         tmp = f"{os.fspath(path)}.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -116,7 +135,15 @@ class SPQModel(nn.Module):
         else:
             model = cls(cfg, name, in_channels=payload["in_channels"], pretrained=False)
         model.load_state_dict(payload["state_dict"])
+        model.refine_iters = int(payload.get("refine_iters", 0))
         return model
+
+
+def _quantization_mse(x: np.ndarray, codebooks: np.ndarray) -> float:
+    import spqindex
+
+    index = spqindex.Index(codebooks, metric="l2")
+    return float(((index.decode(index.encode(x)) - x) ** 2).sum(axis=1).mean())
 
 
 def _autocast(device: torch.device):
