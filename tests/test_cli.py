@@ -83,7 +83,8 @@ def test_demo_quick_on_fake_fashion_mnist(tmp_path, capsys):
     assert (out / "training_curve.png").stat().st_size > 1000
     assert str(out.resolve()) in text
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["SPQ, untrained network", "SPQ (this run)", "classic PQ on raw pixels"]
+    assert [r["method"] for r in rows] == ["SPQ, untrained network", "SPQ (this run)", "SPQ + 10 Lloyd rounds",
+                                            "classic PQ on raw pixels"]
 
 
 @pytest.mark.parametrize("argv,code,needle", [
