@@ -56,6 +56,7 @@ results-fmnist: install data
 	for b in 32 16 64; do nice -n 10 $(BIN)/python bench/fashion_mnist_results.py --bits $$b --epochs 22 \
 	  --lr 1e-3 --batch-size 64 --tau 0.3 --crop-scale 0.8 --threads 1 --eval-every 6 --out runs/fmnist-v2 & done; wait
 	$(BIN)/python bench/fashion_mnist_results.py --table --out runs/fmnist-v2
+	$(BIN)/python bench/fmnist_paired.py runs/fmnist-v2
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .benchmarks

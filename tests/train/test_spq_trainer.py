@@ -62,6 +62,25 @@ def test_eval_restores_train_mode_and_logs_map(tmp_path):
     assert [json.loads(line)["epoch"] for line in open(tmp_path / "log.jsonl")] == [1]
 
 
+def test_on_epoch_end_records_merge_into_history_and_log(tmp_path):
+    x = tiny_images(32)
+    seen = []
+
+    def probe(epoch, model):
+        seen.append((epoch, model.training))
+        model.eval()  # fit must put it back in train mode
+        return {"probe": epoch * 10} if epoch == 2 else None
+
+    model = tiny_model()
+    hist = fit(model, x, epochs=2, checkpoint_dir=tmp_path, progress=False, on_epoch_end=probe)
+    assert seen == [(1, True), (2, True)]
+    assert "probe" not in hist[0] and hist[1]["probe"] == 20
+    assert [json.loads(line).get("probe") for line in open(tmp_path / "log.jsonl")] == [None, 20]
+    assert all(m.training for m in model.modules())
+    with pytest.raises(TypeError, match="on_epoch_end"):
+        fit(tiny_model(), x, epochs=1, progress=False, on_epoch_end=lambda e, m: 1.5)
+
+
 def test_construction_is_seeded():
     a, b = SPQModel(SPQConfig(seed=3), "cnn28"), SPQModel(SPQConfig(seed=3), "cnn28")
     c = SPQModel(SPQConfig(seed=4), "cnn28")

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,13 +52,16 @@ def _lr_at(cfg, step: int, total: int) -> float:
 def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_data: Optional[Sequence] = None,
         checkpoint_dir: Optional[Union[str, os.PathLike]] = None, resume: bool = False, eval_every: int = 1,
         top_n: int = 1000, progress: bool = True, channels_last: Optional[bool] = None,
-        record_steps: bool = False) -> List[Dict]:
+        record_steps: bool = False, on_epoch_end: Optional[Callable[[int, SPQModel], Optional[Dict]]] = None
+        ) -> List[Dict]:
     """Train ``model`` with SPQ on unlabeled ``train_images`` for ``epochs`` epochs; return the history.
 
     eval_data: ``(query, database)``, each ``(images, labels)``; mAP@top_n is computed through
     ``spqindex.Index(metric="spq")`` every ``eval_every`` epochs and after the last one.
     checkpoint_dir: gets checkpoint.pt (resume state), model.pt (``SPQModel.load``) and log.jsonl every epoch.
     record_steps: keep every step's loss in each epoch's record ("step_losses").
+    on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch's evaluation (on rank 0 only); a dict
+    it returns is merged into that epoch's record (history, log.jsonl). The model is put back in train mode after.
     resume: continue from checkpoint_dir/checkpoint.pt if it exists; training is deterministic on CPU, so a
     resumed run reproduces an uninterrupted one. Under ``torchrun`` each process trains on its shard with
     DistributedDataParallel; rank 0 evaluates and writes files.
@@ -169,6 +172,13 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
                 te = time.perf_counter()
                 record.update(retrieval_scores(model, eval_data[0], eval_data[1], top_n))
                 record["eval_seconds"] = round(time.perf_counter() - te, 3)
+            net.train()
+        if on_epoch_end is not None and rank == 0:
+            extra = on_epoch_end(epoch + 1, model)
+            if extra is not None:
+                if not isinstance(extra, dict):
+                    raise TypeError(f"on_epoch_end must return a dict or None, got {type(extra).__name__}")
+                record.update(extra)
             net.train()
         if world > 1:
             dist.barrier()
