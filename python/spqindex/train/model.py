@@ -93,8 +93,10 @@ class SPQModel(nn.Module):
         codebooks this costs retrieval quality). The codebooks are replaced in place; the backbone and the
         projection are unchanged. Returns the mean squared quantization error before and after.
         """
+        from .._validate import positive_int
         from ..pq import refine_codebooks
 
+        iters = positive_int(iters, "iters")  # before the (long) embedding pass
         feats = self.embed(images, batch_size)
         before = self.codebooks()
         after = refine_codebooks(feats, before, iters)
