@@ -161,6 +161,9 @@ def test_torch_tensors_accepted(rng):
     (lambda i, x: i.add(np.where(np.arange(12) == 3, np.nan, x)), ValueError, "x"),
     (lambda i, x: i.add(x[:3], ids=[1, 2, 3]), ValueError, "ids"),  # this index assigns ids itself
     (lambda i, x: i.search(x, 0), ValueError, "k"),
+    (lambda i, x: i.search(np.where(np.arange(12) == 3, np.nan, x), 2), ValueError, "q"),  # checked in C++
+    (lambda i, x: i.search(np.where(np.arange(12) == 5, -np.inf, x), 2), ValueError, "q"),
+    (lambda i, x: i.search(x.astype(np.float64) * 1e300, 2), ValueError, "q"),  # overflows float32
     (lambda i, x: i.search(x, 2.5), TypeError, "k"),
     (lambda i, x: i.search(x, -3), ValueError, "k"),
     (lambda i, x: i.add(x[:2], ids=[5]), ValueError, "ids"),

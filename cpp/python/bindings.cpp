@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -69,14 +70,28 @@ void check_dim(const py::array& a, const char* name, py::ssize_t want) {
                           " columns, got " + std::to_string(a.shape(1)));
 }
 
-/// search(q, k) for host queries, shared by the CPU and GPU index: checks, allocates (D, I)
-/// with the GIL held, searches without it.
+/// True when no value is NaN or +-Inf (exponent bits all ones); no temporary, unlike numpy's
+/// isfinite().all(), which costs ~1.4 us per call on a single query.
+bool all_finite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+/// search(q, k) for host queries, shared by the CPU and GPU index: checks (finiteness included),
+/// allocates (D, I) with the GIL held, searches without it.
 template <typename IndexT>
 py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k) {
   auto qa = strict<float>(q, "q", 2);
   check_dim(qa, "q", self.dim());
   if (k < 1) throw py::value_error("k: must be >= 1");
   const py::ssize_t nq = qa.shape(0);
+  if (!all_finite(qa.data(), static_cast<size_t>(nq) * self.dim()))
+    throw py::value_error("q: contains NaN or Inf (or values too large for float32)");
   py::array_t<float> D({nq, k});
   py::array_t<int64_t> I({nq, k});
   float* dp = D.mutable_data();

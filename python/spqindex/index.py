@@ -170,7 +170,7 @@ class Index:
         """Exact top-k by ADC. Returns ``(D, I)`` of shape (nq, k), best first, ties by smaller id;
         missing results are padded with id -1 and distance +inf (-inf for "ip")."""
         k = positive_int(k, "k")
-        qa = float_matrix(q, "q", self.dim)
+        qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
         nq = qa.shape[0]
         # D and I together take 12 bytes per (query, k) slot.
         if k > _MAX_RESULT_BYTES // 12 // max(nq, 1):
