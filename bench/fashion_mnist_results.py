@@ -45,7 +45,7 @@ def raw_pixel_pq(x_db, x_q, y_db, y_q, bits: int, top_n: int, seed: int) -> dict
 def spq(x_db, x_q, y_db, y_q, bits: int, args) -> dict:
     t = time.perf_counter()
     cfg = SPQConfig(bits=bits, lr=args.lr, batch_size=args.batch_size, crop_scale=(args.crop_scale, 1.0),
-                    tau=args.tau, tau_q=args.tau_q, seed=args.seed)
+                    tau=args.tau, tau_q=args.tau_q, seed=args.seed, normalize_subspaces=args.normalize_subspaces)
     model = SPQModel(cfg, args.backbone)
     run = os.path.join(args.out, f"spq{bits}")
     # Periodic evaluation on 2,000 of the test queries (the final score below uses all 10,000).
@@ -99,6 +99,8 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.3, help="CQC loss temperature")
     p.add_argument("--tau-q", type=float, default=5.0, help="soft-quantization scale")
     p.add_argument("--backbone", default="cnn28", choices=("cnn28", "cnn28_deep"))
+    p.add_argument("--normalize-subspaces", action="store_true",
+                   help="SPQConfig(normalize_subspaces=True): unit-norm sub-vectors and codewords (not in the paper)")
     p.add_argument("--refine-iters", type=int, default=10,
                    help="also score SPQ after this many Lloyd rounds on its codebooks (0: skip)")
     p.add_argument("--eval-every", type=int, default=0, help="mAP on 2,000 test queries every N epochs (0: never)")

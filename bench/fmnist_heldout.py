@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--bits", type=int, default=16)
     p.add_argument("--tau-q", type=float, default=5.0)
     p.add_argument("--tau", type=float, default=0.3)
+    p.add_argument("--normalize-subspaces", action="store_true", help="SPQConfig(normalize_subspaces=True)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
@@ -43,7 +44,8 @@ def main() -> None:
     perm = np.random.default_rng(123).permutation(len(x))
     xd, yd = x[perm[:50000]], y[perm[:50000]]
     xq, yq = x[perm[50000:52000]], y[perm[50000:52000]]
-    cfg = SPQConfig(bits=args.bits, lr=1e-3, batch_size=64, crop_scale=(0.8, 1.0), tau=args.tau, tau_q=args.tau_q)
+    cfg = SPQConfig(bits=args.bits, lr=1e-3, batch_size=64, crop_scale=(0.8, 1.0), tau=args.tau, tau_q=args.tau_q,
+                    normalize_subspaces=args.normalize_subspaces)
     model = SPQModel(cfg, "cnn28")
 
     def evaluate(epoch: int, model: SPQModel):

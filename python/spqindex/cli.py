@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=_positive_float, default=0.5, help="temperature of the CQC loss (default: 0.5)")
     p.add_argument("--tau-q", type=_positive_float, default=5.0,
                    help="soft-quantization scale: softmax(-tau_q * squared distance) (default: 5)")
+    p.add_argument("--normalize-subspaces", action="store_true",
+                   help="soft-quantize unit-norm sub-vectors with unit-norm codewords; features and codebooks are "
+                        "exported normalised per sub-space (not in the paper; better codes with few codebooks)")
     p.add_argument("--refine-iters", type=_nonneg, default=0,
                    help="after training, this many Lloyd (k-means) rounds on the codebooks over the training "
                         "images' features; not part of SPQ, helps with few codebooks (default: 0)")

@@ -59,7 +59,8 @@ def train(args) -> int:
     channels = 1 if x_train.ndim == 3 else x_train.shape[3]
     cfg = SPQConfig(bits=args.bits, K=args.K, dsub=args.dsub, lr=args.lr, tau=args.tau, tau_q=args.tau_q,
                     batch_size=args.batch_size,
-                    lr_schedule=args.lr_schedule, crop_scale=(args.crop_scale, 1.0), seed=args.seed)
+                    lr_schedule=args.lr_schedule, crop_scale=(args.crop_scale, 1.0), seed=args.seed,
+                    normalize_subspaces=args.normalize_subspaces)
     model = SPQModel(cfg, backbone, in_channels=channels)
     t0 = time.perf_counter()
     history = fit(model, x_fit, epochs=args.epochs, device=args.device, eval_data=eval_data,

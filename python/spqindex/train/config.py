@@ -26,6 +26,9 @@ class SPQConfig:
     lr_schedule: str = "cosine"  # "cosine" (whole run) or "constant"
     crop_scale: Tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
     seed: int = 0
+    # Not in the paper: soft-quantize unit-norm sub-vectors with unit-norm codewords, and export features
+    # and codebooks normalised per sub-space (docs/training.md, "Normalised sub-spaces").
+    normalize_subspaces: bool = False
 
     def __post_init__(self) -> None:
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
@@ -45,6 +48,8 @@ class SPQConfig:
             raise ValueError(f"batch_size must be an int >= 2, got {self.batch_size!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if not isinstance(self.normalize_subspaces, bool):
+            raise ValueError(f"normalize_subspaces must be a bool, got {self.normalize_subspaces!r}")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale!r}")

@@ -12,7 +12,7 @@ from torch import nn
 from .backbones import GRAY28_BACKBONES, make_backbone
 from .config import SPQConfig
 from .images import check_images, num_channels, to_tensor
-from .quantization import QuantizationHead, soft_quantize
+from .quantization import QuantizationHead, normalize_subspaces, soft_quantize
 
 __all__ = ["SPQModel", "QuantizationHead", "soft_quantize"]
 
@@ -51,7 +51,8 @@ class SPQModel(nn.Module):
         self.refine_iters = 0  # Lloyd rounds applied to the codebooks after training (refine_codebooks)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
-            self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q)
+            self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q,
+                                         cfg.normalize_subspaces)
 
     def forward(self, images: torch.Tensor):
         """images (n, C, H, W) float -> (x, z): features before quantization and soft-quantized features."""
@@ -59,12 +60,17 @@ class SPQModel(nn.Module):
 
     # --- export -------------------------------------------------------------------------------------------
     def codebooks(self) -> np.ndarray:
-        """(M, K, dsub) float32 codebooks."""
-        return self.head.codebooks.detach().float().cpu().numpy().copy()
+        """(M, K, dsub) float32 codebooks (unit-norm codewords with ``cfg.normalize_subspaces``)."""
+        c = self.head.codebooks.detach().float()
+        if self.cfg.normalize_subspaces:
+            c = torch.nn.functional.normalize(c, dim=-1)
+        return c.cpu().numpy().copy()
 
     @torch.no_grad()
     def embed(self, images, batch_size: int = 512) -> np.ndarray:
-        """(n, M*dsub) float32 features before quantization, computed in eval mode (train mode restored)."""
+        """(n, M*dsub) float32 features before quantization, computed in eval mode (train mode restored).
+
+        With ``cfg.normalize_subspaces`` every sub-vector has unit norm, as the quantizer sees it."""
         check_images(images)
         if self.in_channels is not None and num_channels(images) != self.in_channels:
             raise ValueError(f"images have {num_channels(images)} channels, the model takes {self.in_channels}")
@@ -78,8 +84,10 @@ class SPQModel(nn.Module):
             for s in range(0, len(images), batch_size):
                 x = to_tensor(images, slice(s, s + batch_size), device)
                 with _autocast(device):
-                    feats = self.head.fc(self.backbone(x))
-                out[s:s + len(x)] = feats.float().cpu().numpy()
+                    feats = self.head.fc(self.backbone(x)).float()
+                if self.cfg.normalize_subspaces:
+                    feats = normalize_subspaces(feats, self.cfg.M)
+                out[s:s + len(x)] = feats.cpu().numpy()
         finally:
             self.train(was_training)
         return out
@@ -102,7 +110,8 @@ class SPQModel(nn.Module):
         after = refine_codebooks(feats, before, iters)
         self.head.codebooks.copy_(torch.from_numpy(after).to(self.head.codebooks))
         self.refine_iters += iters
-        return {"mse_before": _quantization_mse(feats, before), "mse_after": _quantization_mse(feats, after)}
+        # With cfg.normalize_subspaces, codebooks() gives the refined codewords renormalised to unit norm.
+        return {"mse_before": _quantization_mse(feats, before), "mse_after": _quantization_mse(feats, self.codebooks())}
 
     def build_index(self, images, batch_size: int = 512):
         """A ``spqindex.Index(self.codebooks(), metric="spq")`` holding the embeddings of ``images``."""

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from .augment import make_augmentation
+from .config import SPQConfig
 from .evaluate import retrieval_scores
 from .images import check_images, image_size, num_channels, to_tensor
 from .loss import cqc_loss
@@ -115,7 +116,7 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
         state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         if state.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{ckpt_path!r} is not a spqindex training checkpoint")
-        if state["config"] != cfg.to_dict():
+        if SPQConfig.from_dict(state["config"]).to_dict() != cfg.to_dict():  # fields added later take defaults
             raise ValueError(f"{ckpt_path!r} was written with config {state['config']}, not this model's {cfg.to_dict()}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
