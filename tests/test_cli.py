@@ -26,12 +26,13 @@ def test_train_eval_index_search_end_to_end(tmp_path, npz, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--data", npz, "--out", run, "--epochs", "2", "--batch-size", "16", "--bits", "16",
                  "--eval-every", "1", "--top-n", "10", "--quiet", "--threads", "2", "--backbone", "cnn28_deep",
-                 "--tau", "0.3", "--tau-q", "20"]) == 0
+                 "--tau", "0.3", "--tau-q", "20", "--normalize-subspaces"]) == 0
     out = capsys.readouterr().out
     assert "trained 2 epochs" in out and "mAP@10" in out
     assert {"model.pt", "checkpoint.pt", "log.jsonl"} <= set(os.listdir(run))
     saved = torch.load(os.path.join(run, "model.pt"), weights_only=True)
     assert saved["backbone"] == "cnn28_deep" and saved["config"]["tau"] == 0.3 and saved["config"]["tau_q"] == 20.0
+    assert saved["config"]["normalize_subspaces"] is True
 
     assert main(["eval", "--checkpoint", run, "--data", npz, "--top-n", "10", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)

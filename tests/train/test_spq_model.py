@@ -15,10 +15,15 @@ def test_config_defaults_are_the_papers():
     assert (cfg.tau_q, cfg.tau, cfg.lr, cfg.weight_decay, cfg.batch_size) == (5.0, 0.5, 3e-4, 1e-5, 256)
     assert [SPQConfig(bits=b).M for b in (16, 32, 64)] == [4, 8, 16]
     assert SPQConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.normalize_subspaces is False  # not in the paper: opt-in
+    old = cfg.to_dict()
+    del old["normalize_subspaces"]  # a config saved before the field existed
+    assert SPQConfig.from_dict(old) == cfg
 
 
 @pytest.mark.parametrize("kwargs,match", [({"bits": 30}, "bits"), ({"K": 12}, "K"), ({"tau": 0}, "tau"),
-                                          ({"lr_schedule": "step"}, "lr_schedule"), ({"crop_scale": (0, 1)}, "crop_scale")])
+                                          ({"lr_schedule": "step"}, "lr_schedule"), ({"crop_scale": (0, 1)}, "crop_scale"),
+                                          ({"normalize_subspaces": 1}, "normalize_subspaces")])
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SPQConfig(**kwargs)

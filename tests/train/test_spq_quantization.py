@@ -57,3 +57,42 @@ def test_head_shapes_and_init():
     assert x.shape == z.shape == (5, 128)
     with pytest.raises(ValueError, match="M"):
         QuantizationHead(64, M=0, K=16, dsub=16)
+
+
+def test_normalized_soft_quantize_is_the_plain_one_on_unit_vectors_and_scale_free():
+    g = torch.Generator().manual_seed(5)
+    M, K, dsub = 3, 16, 4
+    x = torch.randn(6, M * dsub, generator=g, dtype=torch.float64)
+    C = torch.randn(M, K, dsub, generator=g, dtype=torch.float64)
+    xu = x.reshape(6, M, dsub)
+    xu = (xu / xu.norm(dim=-1, keepdim=True)).reshape(6, M * dsub)
+    Cu = C / C.norm(dim=-1, keepdim=True)
+    got = soft_quantize(x, C, 5.0, normalize=True)
+    np.testing.assert_allclose(got.numpy(), soft_quantize_loop(xu.numpy(), Cu.numpy(), 5.0), rtol=1e-10, atol=1e-12)
+    # Scaling the features or the codewords changes nothing: tau_q alone sets the sharpness.
+    torch.testing.assert_close(soft_quantize(3.0 * x, 0.1 * C, 5.0, normalize=True), got)
+    assert not torch.allclose(soft_quantize(3.0 * x, C, 5.0), soft_quantize(x, C, 5.0))
+
+
+def test_normalized_head_model_exports_unit_subvectors(tmp_path):
+    from spqindex.train import SPQConfig, SPQModel
+
+    cfg = SPQConfig(bits=16, normalize_subspaces=True)
+    model = SPQModel(cfg, "cnn28")
+    assert model.head.normalize
+    images = np.random.default_rng(0).integers(0, 256, (9, 28, 28), dtype=np.uint8)
+    feats = model.embed(images)
+    np.testing.assert_allclose(np.linalg.norm(feats.reshape(9, cfg.M, cfg.dsub), axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(model.codebooks(), axis=-1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "m.pt")
+    loaded = SPQModel.load(tmp_path / "m.pt")
+    assert loaded.cfg.normalize_subspaces and loaded.head.normalize
+    np.testing.assert_array_equal(loaded.embed(images), feats)
+    # The exported features are what the quantizer sees: hard codes of the index = argmax of soft weights.
+    index = model.build_index(images)
+    x, _ = model.eval()(torch.from_numpy(images[:, None].astype(np.float32) / 255.0))
+    xu = torch.nn.functional.normalize(x.detach().reshape(9, cfg.M, cfg.dsub), dim=-1)
+    cu = torch.from_numpy(model.codebooks())
+    nearest = ((xu[:, :, None] - cu[None]) ** 2).sum(-1).argmin(-1).numpy()
+    from spqindex.pq import unpack_codes
+    np.testing.assert_array_equal(unpack_codes(index.codes, cfg.M, cfg.nbits), nearest)

@@ -129,3 +129,15 @@ def test_resume_refuses_another_config(tmp_path):
     other = SPQModel(SPQConfig(bits=16, batch_size=16, lr=1e-3), "cnn28")
     with pytest.raises(ValueError, match="config"):
         fit(other, tiny_images(), epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+    normalized = SPQModel(SPQConfig(bits=16, batch_size=16, normalize_subspaces=True), "cnn28")
+    with pytest.raises(ValueError, match="config"):
+        fit(normalized, tiny_images(), epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_config_field(tmp_path):
+    fit(tiny_model(), tiny_images(), epochs=1, checkpoint_dir=tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["config"]["normalize_subspaces"]  # as written by an older version
+    torch.save(state, tmp_path / "checkpoint.pt")
+    hist = fit(tiny_model(), tiny_images(), epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert [h["epoch"] for h in hist] == [1, 2]
