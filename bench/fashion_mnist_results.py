@@ -31,14 +31,18 @@ from spqindex.train import SPQConfig, SPQModel, fit
 from spqindex.train.evaluate import retrieval_scores
 
 
-def raw_pixel_pq(x_db, x_q, y_db, y_q, bits: int, top_n: int, seed: int) -> dict:
-    t = time.perf_counter()
-    M = bits // 4
+def raw_pixel_pq_ids(x_db, x_q, bits: int, top_n: int, seed: int = 0) -> np.ndarray:
+    """Ranked database ids (nq, top_n) of classic PQ (k-means, K=16, metric "l2") on pixels in [0, 1]."""
     db = x_db.reshape(len(x_db), -1).astype(np.float32) / 255.0
     q = x_q.reshape(len(x_q), -1).astype(np.float32) / 255.0
-    index = spqindex.Index.train(db, M=M, nbits=4, metric="l2", seed=seed)
+    index = spqindex.Index.train(db, M=bits // 4, nbits=4, metric="l2", seed=seed)
     index.add(db)
-    _, ids = index.search(q, top_n)
+    return index.search(q, top_n)[1]
+
+
+def raw_pixel_pq(x_db, x_q, y_db, y_q, bits: int, top_n: int, seed: int) -> dict:
+    t = time.perf_counter()
+    ids = raw_pixel_pq_ids(x_db, x_q, bits, top_n, seed)
     return {"map": map_at_n(ids, y_q, y_db, top_n), "seconds": round(time.perf_counter() - t, 1)}
 
 

@@ -14,6 +14,7 @@ import torch
 import spqindex
 from spqindex import datasets
 from spqindex.metrics import map_at_n
+from spqindex.pq import unpack_codes
 from spqindex.train import SPQModel
 
 
@@ -43,13 +44,10 @@ def main(path: str) -> None:
         index = spqindex.Index.train(a, M=M, nbits=model.cfg.nbits, metric="l2", seed=0)
         index.add(a)
         print(f"k-means PQ codebooks on {name} features, metric l2:", score(index.search(b, 1000)[1]))
-    index = model.build_index(xd)
-    codes = index.encode(fd)
-    nbits = model.cfg.nbits
-    bits = np.unpackbits(codes[:, :, None], axis=2, bitorder="little").reshape(len(codes), -1)
+    codes = model.build_index(xd).codes
+    assign = unpack_codes(codes, M, model.cfg.nbits)  # (n, M) codeword indices
     for m in range(M):
-        c = bits[:, nbits * m:nbits * (m + 1)] @ (1 << np.arange(nbits))
-        p = np.bincount(c, minlength=K) / len(c)
+        p = np.bincount(assign[:, m], minlength=K) / len(assign)
         print(f"m={m}: {np.count_nonzero(p)} of {K} codewords used, entropy {-(p[p > 0] * np.log2(p[p > 0])).sum():.2f} bits")
     print("distinct codes:", len(np.unique(codes, axis=0)))
 

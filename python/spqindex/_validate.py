@@ -61,6 +61,25 @@ def all_finite(arr: np.ndarray, block: int = 1 << 20) -> bool:
     return all(np.isfinite(arr[i:i + rows]).all() for i in range(0, arr.shape[0], rows))
 
 
+def codebook_array(codebooks) -> np.ndarray:
+    """(M, K, dsub) float32 C-contiguous, finite, K a power of two in 2..256."""
+    arr = to_numpy(codebooks, "codebooks")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"codebooks: expected a floating-point array, got {arr.dtype}")
+    if arr.ndim != 3:
+        raise ValueError(f"codebooks: expected shape (M, K, dsub), got {arr.shape}")
+    M, K, dsub = arr.shape
+    if M < 1 or dsub < 1:
+        raise ValueError(f"codebooks: M and dsub must be >= 1, got shape {arr.shape}")
+    if K < 2 or K > 256 or K & (K - 1):
+        raise ValueError(f"codebooks: K must be a power of two in 2..256 (nbits 1..8), got K={K}")
+    with np.errstate(over="ignore"):  # overflow to Inf is reported just below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("codebooks: contains NaN or Inf")
+    return arr
+
+
 def id_vector(value, name: str, n: int | None = None) -> np.ndarray:
     """(n,) int64 C-contiguous. Accepts any integer dtype; bools and floats are refused."""
     arr = to_numpy(value, name)

@@ -7,28 +7,10 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._validate import code_matrix, float_matrix, id_vector, positive_int, to_numpy
+from ._validate import code_matrix, codebook_array, float_matrix, id_vector, positive_int
 
 METRICS = ("l2", "spq", "ip")
 _MAX_RESULT_BYTES = 2**62  # far beyond any address space; larger is certainly a mistake
-
-
-def _check_codebooks(codebooks) -> np.ndarray:
-    arr = to_numpy(codebooks, "codebooks")
-    if arr.dtype.kind != "f":
-        raise TypeError(f"codebooks: expected a floating-point array, got {arr.dtype}")
-    if arr.ndim != 3:
-        raise ValueError(f"codebooks: expected shape (M, K, dsub), got {arr.shape}")
-    M, K, dsub = arr.shape
-    if M < 1 or dsub < 1:
-        raise ValueError(f"codebooks: M and dsub must be >= 1, got shape {arr.shape}")
-    if K < 2 or K > 256 or K & (K - 1):
-        raise ValueError(f"codebooks: K must be a power of two in 2..256 (nbits 1..8), got K={K}")
-    with np.errstate(over="ignore"):  # overflow to Inf is reported just below
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError("codebooks: contains NaN or Inf")
-    return arr
 
 
 def _check_path(path, name: str = "path") -> str:
@@ -56,7 +38,7 @@ class Index:
     def __init__(self, codebooks, metric: str = "l2"):
         if not isinstance(metric, str) or metric not in METRICS:
             raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-        self._core = _core.IndexCore(_check_codebooks(codebooks), metric)
+        self._core = _core.IndexCore(codebook_array(codebooks), metric)
 
     @classmethod
     def _wrap(cls, core) -> "Index":

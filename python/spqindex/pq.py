@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import float_matrix, positive_int
+from ._validate import codebook_array, float_matrix, positive_int
 
 
 def train_codebooks(x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 0,
@@ -53,16 +53,9 @@ def refine_codebooks(x, codebooks, iters: int = 10) -> np.ndarray:
     input is not modified.
     """
     iters = positive_int(iters, "iters")
-    cb = np.asarray(codebooks)
-    if cb.ndim != 3:
-        raise ValueError(f"codebooks: expected shape (M, K, dsub), got {cb.shape}")
+    cb = codebook_array(codebooks).copy()
     M, K, dsub = cb.shape
     nbits = K.bit_length() - 1
-    if K < 2 or K != 1 << nbits or nbits > 8:
-        raise ValueError(f"codebooks: K must be a power of two in 2..256, got {K}")
-    cb = float_matrix(cb.reshape(M * K, dsub), "codebooks").reshape(M, K, dsub).copy()
-    if not np.isfinite(cb).all():
-        raise ValueError("codebooks: must be finite")
     xa = float_matrix(x, "x")
     if xa.shape[1] != M * dsub:
         raise ValueError(f"x: dimension {xa.shape[1]} does not match the codebooks' M*dsub = {M * dsub}")
