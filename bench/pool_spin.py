@@ -76,8 +76,10 @@ def main() -> None:
 
     import spqindex
 
-    print(f"# {cpu_model()}, simd={spqindex.simd_level()}, threads={spqindex.get_num_threads()}, "
-          f"n={args.n}, d=128 M=16 nbits=4 k=10 nq=1, {args.calls} calls per pattern")
+    print(
+        f"# {cpu_model()}, simd={spqindex.simd_level()}, threads={spqindex.get_num_threads()}, "
+        f"n={args.n}, d=128 M=16 nbits=4 k=10 nq=1, {args.calls} calls per pattern"
+    )
     print("| SPQINDEX_SPIN_US | pattern | best ms | median ms | CPU ms per call |")
     print("|---|---|---:|---:|---:|")
     for spin in (None, "2000", "0"):
@@ -85,8 +87,17 @@ def main() -> None:
         env.pop("SPQINDEX_SPIN_US", None)
         if spin is not None:
             env["SPQINDEX_SPIN_US"] = spin
-        cmd = [sys.executable, __file__, "--child", "--n", str(args.n), "--calls", str(args.calls),
-               "--gap-ms", str(args.gap_ms)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--n",
+            str(args.n),
+            "--calls",
+            str(args.calls),
+            "--gap-ms",
+            str(args.gap_ms),
+        ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         for line in out.strip().splitlines():
             pattern, best, med, cpu = line.split("\t")

@@ -33,8 +33,8 @@ namespace {
 // (calls back to back, where a spinning worker catches the next call) idle workers spin up to
 // kMaxSpin after their task, otherwise they sleep at once. So a lone call, or calls further apart
 // than kMaxSpin, never leave a worker spinning; the first call of a burst pays one wake-up, and a
-// burst's last call one spin. SPQINDEX_SPIN_US=N fixes every spin to N microseconds instead (0: sleep at once; the
-// caller's spin included), read when a pool is made.
+// burst's last call one spin. SPQINDEX_SPIN_US=N fixes every spin to N microseconds instead (0:
+// sleep at once; the caller's spin included), read when a pool is made.
 constexpr auto kMaxSpin = std::chrono::microseconds(2000);
 constexpr auto kPauseOnly = std::chrono::microseconds(20);
 
@@ -167,8 +167,8 @@ class Pool {
   }
 
   std::chrono::microseconds idle_spin() const {
-    return std::chrono::microseconds(fixed_spin_us_ >= 0 ? fixed_spin_us_
-                                                          : idle_spin_us_.load(std::memory_order_relaxed));
+    return std::chrono::microseconds(
+        fixed_spin_us_ >= 0 ? fixed_spin_us_ : idle_spin_us_.load(std::memory_order_relaxed));
   }
 
   void loop() {
@@ -192,9 +192,9 @@ class Pool {
   }
 
   int nthreads_;
-  long fixed_spin_us_;                      // SPQINDEX_SPIN_US, or -1: adaptive
-  std::atomic<int64_t> last_call_{0};       // Clock ticks at the last parallel call (0: none yet)
-  std::atomic<int64_t> idle_spin_us_{0};    // adaptive budget of idle workers
+  long fixed_spin_us_;                    // SPQINDEX_SPIN_US, or -1: adaptive
+  std::atomic<int64_t> last_call_{0};     // Clock ticks at the last parallel call (0: none yet)
+  std::atomic<int64_t> idle_spin_us_{0};  // adaptive budget of idle workers
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
