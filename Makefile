@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test bench bench-smoke cuda-compile results-fmnist clean
+.PHONY: install data demo test bench bench-smoke cuda-compile results-fmnist clean lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -112,3 +112,14 @@ fuzz: install
 	mkdir -p build/fuzz-corpus
 	$(BIN)/python fuzz/fuzz_load.py build/fuzz-corpus fuzz/corpus -max_total_time=$(FUZZ_TIME) \
 	  -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+# --- Lint and format (configs: [tool.ruff] in pyproject.toml, .clang-format) ----------------------
+# Pinned so every machine checks the same rules; the wheels come from PyPI (no build needed).
+LINT_TOOLS := ruff==0.17.5 clang-format==23.1.3
+CPP_SOURCES = $(shell find cpp -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
+
+lint: $(BIN)/python
+	$(BIN)/pip install -q $(LINT_TOOLS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/clang-format --dry-run -Werror $(CPP_SOURCES)
