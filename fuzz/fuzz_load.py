@@ -20,7 +20,6 @@ import sys
 import tempfile
 
 import atheris
-
 import numpy as np
 
 with atheris.instrument_imports():

@@ -1,4 +1,5 @@
-"""Naive numpy reference of the index contract (DESIGN.md), written for clarity, not speed.
+"""Naive numpy reference of the index contract (exact float32 ADC sums, ties by smaller id), written
+for clarity, not speed.
 
 Float32 sums are accumulated in the same order as the contract (over d inside a sub-space,
 then over m), so results must match the native core bit for bit.

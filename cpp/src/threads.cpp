@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <deque>
 #include <exception>
@@ -22,12 +23,19 @@ namespace {
 
 // Waking a sleeping thread costs the waker a futex syscall and the sleeper tens of
 // microseconds before it runs (16 us and 40-60 us measured on this project's 2-vCPU KVM
-// machine), as much as a whole single-query scan. So a worker spins for a while after its last
-// task before it sleeps, and the caller spins for the last tasks before waiting on a condition
-// variable, as OpenMP runtimes do (libomp's KMP_BLOCKTIME defaults to 200 ms). The spin
-// yields the CPU after its first kPauseOnly, so other runnable threads on the core go first.
-// SPQINDEX_SPIN_US sets the budget (0: sleep at once), read when a pool is made.
-constexpr long kDefaultSpinUs = 2000;
+// machine), as much as a whole single-query scan. So the caller spins for the last tasks of its
+// call before waiting on a condition variable, and an idle worker may spin a while before it
+// sleeps, as OpenMP runtimes do (libomp's KMP_BLOCKTIME defaults to 200 ms). A spin yields the
+// CPU after its first kPauseOnly, so other runnable threads on the core go first.
+//
+// An idle worker's spin steals a core from whatever else the process runs, so by default it
+// adapts: each parallel call measures the time since the previous one; when it is at most kMaxSpin
+// (calls back to back, where a spinning worker catches the next call) idle workers spin up to
+// kMaxSpin after their task, otherwise they sleep at once. So a lone call, or calls further apart
+// than kMaxSpin, never leave a worker spinning; the first call of a burst pays one wake-up, and a
+// burst's last call one spin. SPQINDEX_SPIN_US=N fixes every spin to N microseconds instead (0:
+// sleep at once; the caller's spin included), read when a pool is made.
+constexpr auto kMaxSpin = std::chrono::microseconds(2000);
 constexpr auto kPauseOnly = std::chrono::microseconds(20);
 
 inline void cpu_relax() {
@@ -54,13 +62,14 @@ bool spin_until(Ready ready, std::chrono::microseconds budget) {
   }
 }
 
-long spin_budget_us() {
+/// SPQINDEX_SPIN_US as a fixed spin budget, or -1 (adaptive) when unset or not a number >= 0.
+long fixed_spin_us() {
   if (const char* env = std::getenv("SPQINDEX_SPIN_US")) {
     char* end = nullptr;
     const long v = std::strtol(env, &end, 10);
     if (end != env && *end == '\0' && v >= 0) return std::min(v, 1000000L);
   }
-  return kDefaultSpinUs;
+  return -1;
 }
 
 /// One parallel_for call: tasks are claimed with an atomic counter by every participant.
@@ -101,7 +110,7 @@ struct Job {
 
 class Pool {
  public:
-  explicit Pool(int nthreads) : nthreads_(nthreads), spin_(spin_budget_us()) {
+  explicit Pool(int nthreads) : nthreads_(nthreads), fixed_spin_us_(fixed_spin_us()) {
     for (int i = 1; i < nthreads; i++) workers_.emplace_back([this] { loop(); });
   }
   ~Pool() {
@@ -122,6 +131,7 @@ class Pool {
       for (size_t t = 0; t < ntasks; t++) fn(t);
       return;
     }
+    if (fixed_spin_us_ < 0) measure_gap();
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->ntasks = ntasks;
@@ -134,7 +144,8 @@ class Pool {
     }
     if (wake) cv_.notify_all();
     job->run();
-    spin_until([&] { return job->done.load(std::memory_order_acquire) == job->ntasks; }, spin_);
+    spin_until([&] { return job->done.load(std::memory_order_acquire) == job->ntasks; },
+               fixed_spin_us_ < 0 ? kMaxSpin : std::chrono::microseconds(fixed_spin_us_));
     {
       std::unique_lock<std::mutex> lock(job->mu);
       // Every claimed task must finish before fn (owned by the caller's frame) goes away.
@@ -145,10 +156,25 @@ class Pool {
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+
+  /// Adaptive spin: idle workers spin only when this call came soon after the previous one.
+  void measure_gap() {
+    const int64_t now = Clock::now().time_since_epoch().count();
+    const int64_t prev = last_call_.exchange(now, std::memory_order_relaxed);
+    const bool back_to_back = prev != 0 && Clock::duration(now - prev) <= kMaxSpin;
+    idle_spin_us_.store(back_to_back ? kMaxSpin.count() : 0, std::memory_order_relaxed);
+  }
+
+  std::chrono::microseconds idle_spin() const {
+    return std::chrono::microseconds(
+        fixed_spin_us_ >= 0 ? fixed_spin_us_ : idle_spin_us_.load(std::memory_order_relaxed));
+  }
+
   void loop() {
     for (;;) {
       std::shared_ptr<Job> job;
-      spin_until([&] { return pending_.load(std::memory_order_acquire) > 0; }, spin_);
+      spin_until([&] { return pending_.load(std::memory_order_acquire) > 0; }, idle_spin());
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (!stop_ && queue_.empty()) {
@@ -166,7 +192,9 @@ class Pool {
   }
 
   int nthreads_;
-  std::chrono::microseconds spin_;
+  long fixed_spin_us_;                    // SPQINDEX_SPIN_US, or -1: adaptive
+  std::atomic<int64_t> last_call_{0};     // Clock ticks at the last parallel call (0: none yet)
+  std::atomic<int64_t> idle_spin_us_{0};  // adaptive budget of idle workers
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;

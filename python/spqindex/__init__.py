@@ -3,7 +3,7 @@ from ._core import cuda_available, get_num_threads, set_num_threads
 from ._core import simd_level as _simd_level
 from .index import Index
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written: pyproject.toml reads it from here
 __all__ = ["Index", "set_num_threads", "get_num_threads", "simd_level", "cuda_available", "__version__"]
 
 

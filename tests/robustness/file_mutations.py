@@ -21,8 +21,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from robust_helpers import (HEADER_END, OFF_FLAGS, OFF_M, OFF_NBITS, OFF_NTOTAL, U32_FIELDS,  # noqa: E402
-                            U64_FIELDS, make_index, index_bytes, set_u32, set_u64)
+from robust_helpers import (  # noqa: E402
+    HEADER_END,
+    OFF_FLAGS,
+    OFF_M,
+    OFF_NBITS,
+    OFF_NTOTAL,
+    U32_FIELDS,
+    U64_FIELDS,
+    index_bytes,
+    make_index,
+    set_u32,
+    set_u64,
+)
 
 U32_EXTREMES = (0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 255, 256, 257, 2**16, 2**16 + 1, 2**24,
                 2**24 + 1, 2**31 - 1, 2**31, 2**32 - 1)

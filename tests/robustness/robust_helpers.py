@@ -2,12 +2,12 @@
 tests/conftest.py stays the only module named ``conftest``)."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import struct
 import sys
 import tempfile
 import threading
-import faulthandler
 
 import numpy as np
 

@@ -7,8 +7,6 @@ with a message that names the offending argument, and must leave the index byte-
 (the saved file before and after the call is compared)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import types
 

@@ -169,10 +169,10 @@ def test_many_threads_share_the_pool_without_deadlock(restore_threads):
         run_threads([caller] * 12 + [resizer], timeout=60)
 
 
-@pytest.mark.parametrize("spin", ["0", "50", "not-a-number"])
+@pytest.mark.parametrize("spin", ["0", "50", "2000", "not-a-number"])
 def test_pool_spin_setting_keeps_results_and_exits(spin, tmp_path):
     """SPQINDEX_SPIN_US only changes how idle workers wait: with no spin, a short one, or an
-    unreadable value (default used), split single-query searches give the parent's results and
+    unreadable value (the adaptive default used), split single-query searches give the parent's results and
     the process exits (workers spinning or asleep are joined at exit)."""
     import os
     import subprocess

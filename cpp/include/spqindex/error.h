@@ -1,4 +1,5 @@
-// Exception policy of the core (STYLE.md #5):
+// Exception policy of the core (one for the whole library; never `assert`, which release builds and
+// `python -O` remove):
 //   bad shapes / values from the caller -> std::invalid_argument (Python ValueError)
 //   broken internal invariants           -> std::runtime_error with file:line (Python RuntimeError)
 #pragma once

@@ -1,6 +1,8 @@
 // The library's own persistent thread pool (no OpenMP: avoids two OpenMP runtimes fighting when
 // PyTorch lives in the same process). Several callers may run parallel_for at once; the calling
 // thread always takes part, so a call completes even when every worker is busy elsewhere.
+// Idle workers spin briefly only while parallel calls arrive back to back (threads.cpp);
+// SPQINDEX_SPIN_US=N fixes the spin to N microseconds (0: workers sleep as soon as they are idle).
 #pragma once
 #include <cstddef>
 #include <functional>
