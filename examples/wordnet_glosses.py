@@ -75,7 +75,9 @@ def embed(texts, cache: str | None = None, model=None, batch: int = 512, progres
         e = np.ascontiguousarray(e, dtype=np.float32)
         if path:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            np.save(path, e)
+            with open(path + ".tmp", "wb") as f:  # complete chunks only: readers may run meanwhile
+                np.save(f, e)
+            os.replace(path + ".tmp", path)
         if progress:
             print(f"embedded {start + len(part)}/{len(texts)} ({len(part) / (time.perf_counter() - t0):.0f}/s)",
                   file=sys.stderr, flush=True)
