@@ -64,6 +64,7 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=1000, help="held-out glosses used as queries")
     p.add_argument("--cache", default="runs/wordnet-minilm")
     p.add_argument("--iters", type=int, default=20, help="k-means iterations (both libraries)")
+    p.add_argument("--metrics", default="ip,l2", help="comma-separated, of ip and l2 (default: both)")
     a = p.parse_args()
 
     glosses, labels, _ = load_glosses()
@@ -104,7 +105,7 @@ def main() -> int:
         print(f"| {lib} | {name} | {metric} | {nbytes} | {recall_at(I, truth):.4f} | "
               f"{label_precision(I, yq, yb):.4f} | {train_s:.1f} | {len(xq) / t:.0f} |", flush=True)
 
-    for metric in ("ip", "l2"):
+    for metric in a.metrics.split(","):
         fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         for M, nbits in ((48, 8), (96, 4)):
             t0 = time.perf_counter()

@@ -199,3 +199,13 @@ def test_bad_inputs_name_the_argument_and_leave_the_store_unchanged():
     with pytest.raises(ValueError, match="codebooks"):
         SPQVectorStore(fake(), codebooks=np.zeros((2, 3, 3), np.float32))
     assert len(store) == 3 and [d.id for d in store.get_by_ids(["a", "b", "c"])] == ["a", "b", "c"]
+
+
+def test_empty_adds_and_delete_all():
+    store = SPQVectorStore(fake())
+    assert store.add_texts([]) == [] and store.add_embeddings(np.zeros((0, 6)), [], ids=[]) == []
+    assert store.similarity_search("a") == []
+    store.add_texts(texts(700))  # past min_train (640 at 4 bits): trained
+    assert store.index is not None
+    store.delete()
+    assert len(store) == 0 and len(store.index) == 0 and store.similarity_search("t1") == []

@@ -187,6 +187,8 @@ class SPQVectorStore(VectorStore):
         x = self._prepare(vectors, "embeddings")
         if x.shape[0] != len(texts) or len(ids) != len(texts):
             raise ValueError(f"embeddings: {x.shape[0]} vectors for {len(texts)} texts and {len(ids)} ids")
+        if not len(ids):
+            return []
         self.delete([i for i in ids if i in self._int_id])  # overwrite = delete + add
         new = np.arange(self._next_id, self._next_id + len(ids), dtype=np.int64)
         if self._index is not None:
@@ -237,8 +239,8 @@ class SPQVectorStore(VectorStore):
                                     **kwargs: Any) -> List[Document]:
         return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, filter=filter)]
 
-    def similarity_search_with_score_by_vector(self, embedding: List[float], k: int = 4,
-                                               filter=None) -> List[Tuple[Document, float]]:
+    def similarity_search_with_score_by_vector(self, embedding: List[float], k: int = 4, filter=None,
+                                               **kwargs: Any) -> List[Tuple[Document, float]]:
         k = positive_int(k, "k")
         if not self._docs:
             return []
