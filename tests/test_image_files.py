@@ -12,6 +12,10 @@ import spqindex  # noqa: E402
 from spqindex import image_files  # noqa: E402
 from spqindex.cli import main  # noqa: E402
 
+# Builds and runs a torch model through the CLI (tens of seconds); like tests/train and test_cli.py it
+# stays out of the sanitizer run (make test-asan uses -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def folder(tmp_path):
