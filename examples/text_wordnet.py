@@ -20,9 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spqindex  # noqa: E402
-from wordnet_glosses import LEXNAMES, embed, load_glosses  # noqa: E402
-
-CHUNK = 4096  # wordnet_glosses.embed caches chunks of this many glosses
+from wordnet_glosses import CHUNK, LEXNAMES, embed, load_glosses  # noqa: E402
 
 
 def cpu_model() -> str:

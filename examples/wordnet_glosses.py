@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 WORDNET_DIR = "/usr/share/wordnet"
+CHUNK = 4096  # glosses per cache file
 # The 45 lexicographer files (WordNet's lexnames(5WN)), indexed by the lex_filenum of a synset.
 LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
@@ -61,7 +62,7 @@ def embed(texts, cache: str | None = None, model=None, batch: int = 512, progres
     """Unit-norm float32 embeddings (n, 384) of ``texts``. With ``cache`` (a file prefix), chunks
     already embedded are read from ``{cache}-{start}.npy`` and new ones written there, so a long
     run can be stopped and resumed."""
-    chunk = 4096
+    chunk = CHUNK
     out = []
     for start in range(0, len(texts), chunk):
         part = texts[start:start + chunk]
@@ -94,7 +95,7 @@ if __name__ == "__main__":  # fill the cache: python examples/wordnet_glosses.py
     a = p.parse_args()
     glosses, labels, _ = load_glosses()
     order = np.random.default_rng(0).permutation(len(glosses))
-    if a.limit:
-        order = order[:a.limit]
+    if a.limit:  # whole cache chunks, so that --cached-only readers see them
+        order = order[:-(-a.limit // CHUNK) * CHUNK]
     x = embed([glosses[i] for i in order], cache=a.cache)
     print(f"{len(glosses)} glosses, {len(set(labels.tolist()))} lexicographer files; embedded {x.shape}")
