@@ -16,7 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml CMakeLists.txt $(shell find cpp python -type f -not -name '*.pyc' 2>/dev/null)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q scikit-build-core pybind11 ninja cmake
-	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench,efficientnet]"
+	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench,efficientnet,langchain]"
 	touch $@
 
 install: $(VENV)/.installed

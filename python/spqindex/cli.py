@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(metric 'spq'), and save the index file.")
     p.add_argument("--checkpoint", required=True, help="model.pt, or a run folder that holds one")
     _add_data(p, split_default="train")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="index every image file under DIR instead of a dataset; the file names go to OUT.names.json")
     p.add_argument("--out", required=True, help="index file to write")
     _add_runtime(p)
 
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", nargs="*", default=None, metavar="FILE",
                    help="image files to use as queries instead (resized to the model's input size)")
     p.add_argument("-k", type=_positive, default=10, help="results per query (default: 10)")
+    p.add_argument("--grid", default=None, metavar="PNG",
+                   help="with --image and an index of an image folder: write the queries and their results as a grid")
     _add_runtime(p)
 
     p = sub.add_parser("demo", help="train a small SPQ on Fashion-MNIST on CPU and compare with classic PQ",

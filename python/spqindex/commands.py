@@ -102,16 +102,26 @@ def eval(args) -> int:  # noqa: A001 - the sub-command's name
 
 
 def index(args) -> int:
+    from . import image_files
+
     model = load_model(args.checkpoint, args.device)
-    images, _ = load_split(args.data, args.split, args.data_root)
+    if args.images:
+        names = image_files.list_images(args.images)
+        images = _read_images([os.path.join(args.images, n) for n in names], model)
+    else:
+        images, _ = load_split(args.data, args.split, args.data_root)
     idx = model.build_index(images)
     idx.save(args.out)
+    if args.images:
+        image_files.save_names(args.out, args.images, names)
     print(f"indexed {len(idx)} images ({idx.code_size} bytes each) -> {args.out}")
     return 0
 
 
 def search(args) -> int:
     import spqindex
+
+    from . import image_files
 
     model = load_model(args.checkpoint, args.device)
     idx = spqindex.Index.load(args.index)
@@ -125,8 +135,16 @@ def search(args) -> int:
             raise ValueError(f"--query rows {bad} are out of range: the {args.split} split has {len(images)} images")
         names, queries = [f"{args.split}[{r}]" for r in rows], images[np.asarray(rows)]
     D, I = idx.search(model.embed(queries), args.k)
+    files = image_files.load_names(args.index)
     for name, d, i in zip(names, D, I):
-        print(f"{name}: " + " ".join(f"{a}({b:.3f})" for a, b in zip(i.tolist(), d.tolist()) if a >= 0))
+        hits = [a if files is None else files[1][a] for a in i.tolist() if a >= 0]
+        print(f"{name}: " + " ".join(f"{h}({b:.3f})" for h, b in zip(hits, d.tolist())))
+    if args.grid:
+        if files is None or not args.image:
+            raise ValueError("--grid: needs --image queries and an index made with 'spqindex index --images'")
+        image_files.write_grid(args.grid, args.image,
+                               [[os.path.join(files[0], files[1][a]) for a in i.tolist() if a >= 0] for i in I])
+        print(f"grid: {args.grid}")
     return 0
 
 

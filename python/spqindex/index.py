@@ -183,6 +183,13 @@ class Index:
 
         return GpuIndex(self, device)
 
+    def to_faiss(self):
+        """A FAISS ``IndexPQ`` (in an ``IndexIDMap2`` when ids are not 0..n-1) with the same codebooks,
+        codes, ids and metric; see ``spqindex.faiss_convert``. Metric "spq" has no FAISS equivalent."""
+        from .faiss_convert import to_faiss
+
+        return to_faiss(self)
+
     # --- persistence --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Writes the index atomically (temporary file, fsync, rename): a crash leaves either the

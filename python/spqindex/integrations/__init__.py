@@ -1,0 +1,1 @@
+"""Adapters that put spqindex inside retrieval frameworks (each an optional extra)."""
