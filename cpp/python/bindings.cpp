@@ -18,6 +18,7 @@
 #endif
 #include "spqindex/encode.h"
 #include "spqindex/index.h"
+#include "spqindex/io.h"
 #include "spqindex/io_error.h"
 #include "spqindex/simd.h"
 #include "spqindex/threads.h"
@@ -210,6 +211,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("code_size", &Index::code_size)
       .def_property_readonly("next_id", &Index::next_id)
       .def_property_readonly("read_only", &Index::read_only)
+      .def_property_readonly("ids_stored", &Index::ids_stored)
       .def_property_readonly("metric", [](const Index& i) { return metric_name(i.metric()); })
       .def_property_readonly("codebooks",
                              [](const Index& i) {
@@ -319,12 +321,42 @@ PYBIND11_MODULE(_core, m) {
              self.save(path);
            },
            py::arg("path"))
+      .def("merge_from",
+           [](Index& self, const Index& other, bool shift_ids) {
+             py::gil_scoped_release nogil;
+             self.merge_from(other, shift_ids);
+           },
+           py::arg("other"), py::arg("shift_ids") = false)
       .def_static("load",
-                  [](const std::string& path, bool mmap) {
+                  [](const std::string& path, bool mmap, bool verify) {
                     py::gil_scoped_release nogil;
-                    return Index::load(path, mmap);
+                    return Index::load(path, mmap, verify);
                   },
-                  py::arg("path"), py::arg("mmap") = false);
+                  py::arg("path"), py::arg("mmap") = false, py::arg("verify") = true);
+
+  m.def("verify_file", [](const std::string& path) {
+    FileSummary s;
+    {
+      py::gil_scoped_release nogil;
+      s = verify_file(path);
+    }
+    py::dict d;
+    d["version"] = s.version;
+    d["dim"] = s.dim;
+    d["M"] = s.M;
+    d["nbits"] = s.nbits;
+    d["metric"] = metric_name(static_cast<Metric>(s.metric));
+    d["id_mode"] = s.id_mode;
+    d["ntotal"] = s.ntotal;
+    d["next_id"] = s.next_id;
+    d["ids_stored"] = s.ids_stored;
+    return d;
+  }, py::arg("path"));
+  m.def("merge_files", [](const std::string& out, const std::vector<std::string>& inputs,
+                          bool shift_ids) {
+    py::gil_scoped_release nogil;
+    merge_files(out, inputs, shift_ids);
+  }, py::arg("out"), py::arg("inputs"), py::arg("shift_ids") = false);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);

@@ -1,5 +1,6 @@
 #include "spqindex/scan.h"
 
+#include "spqindex/code_layout.h"
 #include "spqindex/codes.h"
 
 namespace spqindex {
@@ -51,6 +52,33 @@ void scan_codes(const float* lut, const uint8_t* codes, const int64_t* ids, size
   } else {
     scan_rows(codes, cs, ids, begin, end, topk,
               [&](const uint8_t* c) { return adc_score(lut, c, M, nbits); });
+  }
+}
+
+void block_scores(const float* lut, const CodeLayout& layout, const uint8_t* block, float* out) {
+  const int M = layout.M();
+  for (size_t j = 0; j < kBlockRows; j++) out[j] = 0.f;
+  switch (layout.kind()) {
+    case CodeLayout::Kind::Fast4:
+      // m outer, rows inner: each row's sum still runs over m in order (bit-identical).
+      for (int m = 0; m < M; m++) {
+        const uint8_t* rec = block + static_cast<size_t>(m >> 1) * 64;
+        const float* l = lut + m * 16;
+        const int shift = (m & 1) * 4;
+        for (size_t j = 0; j < kBlockRows; j++)
+          out[j] += l[(rec[CodeLayout::pos4(j)] >> shift) & 15];
+      }
+      break;
+    case CodeLayout::Kind::Fast8:
+      for (int m = 0; m < M; m++) {
+        const uint8_t* rec = block + static_cast<size_t>(m) * 64;
+        const float* l = lut + m * 256;
+        for (size_t j = 0; j < kBlockRows; j++) out[j] += l[rec[CodeLayout::pos8(j)]];
+      }
+      break;
+    default:
+      for (size_t j = 0; j < kBlockRows; j++)
+        out[j] = adc_score(lut, block + j * layout.code_size(), M, layout.nbits());
   }
 }
 

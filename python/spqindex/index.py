@@ -140,8 +140,21 @@ class Index:
             raise MemoryError(self._no_memory("codes", ca.shape[0])) from None
 
     def _no_memory(self, name: str, n: int) -> str:
-        return (f"{name}: not enough memory to add {n} vectors ({n * (self.code_size + 8)} bytes of "
-                f"codes and ids, on top of {self.ntotal} stored); the index is unchanged")
+        return (f"{name}: not enough memory to add {n} vectors (up to {n * (self.code_size + 8)} "
+                f"bytes of codes and ids, on top of {self.ntotal} stored); the index is unchanged")
+
+    def merge_from(self, other: "Index", shift_ids: bool = False) -> None:
+        """Appends every vector of ``other`` (same codebooks and metric, else ValueError). An id
+        present in both is an error unless ``shift_ids=True``, which renumbers other's ids from
+        this index's ``next_id`` on. All-or-nothing."""
+        if not isinstance(other, Index):
+            raise TypeError(f"other: expected a spqindex.Index, got {type(other).__name__}")
+        if not isinstance(shift_ids, (bool, np.bool_)):
+            raise TypeError(f"shift_ids: expected a bool, got {type(shift_ids).__name__}")
+        try:
+            self._core.merge_from(other._core, bool(shift_ids))
+        except MemoryError:
+            raise MemoryError(self._no_memory("other", len(other))) from None
 
     def remove(self, ids) -> int:
         """Removes the given ids; unknown ids are ignored. Returns how many were removed."""
@@ -193,12 +206,16 @@ class Index:
         self._core.save(path)
 
     @classmethod
-    def load(cls, path, mmap: bool = False) -> "Index":
+    def load(cls, path, mmap: bool = False, verify: bool = True) -> "Index":
         """Reads an index saved by ``save``. With ``mmap=True`` the codes and ids stay in the file,
-        mapped read-only (the index cannot be modified). Corrupted files raise ValueError."""
+        mapped read-only and searched in place (the index cannot be modified; version-1 files must
+        first be converted with ``spqindex upgrade OLD NEW``). ``verify=True`` checks the checksum
+        and the content (reads the whole file); ``verify=False`` checks the header and sizes only,
+        so a mapped file opens in constant time. Corrupted files raise ValueError."""
         path = _check_path(path)
-        if not isinstance(mmap, (bool, np.bool_)):
-            raise TypeError(f"mmap: expected a bool, got {type(mmap).__name__}")
+        for name, value in (("mmap", mmap), ("verify", verify)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
         if os.path.isdir(path):
             raise IsADirectoryError(21, "path: is a directory", path)
-        return cls._wrap(_core.IndexCore.load(path, bool(mmap)))
+        return cls._wrap(_core.IndexCore.load(path, bool(mmap), bool(verify)))

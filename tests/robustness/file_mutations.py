@@ -21,8 +21,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from robust_helpers import (HEADER_END, OFF_FLAGS, OFF_M, OFF_NBITS, OFF_NTOTAL, U32_FIELDS,  # noqa: E402
-                            U64_FIELDS, make_index, index_bytes, set_u32, set_u64)
+from robust_helpers import (HEADER_END, OFF_FLAGS, OFF_ID_FLAGS, OFF_M, OFF_NBITS, OFF_NTOTAL,  # noqa: E402
+                            U32_FIELDS, U64_FIELDS, make_index, index_bytes, set_u32, set_u64,
+                            v2_offsets)
 
 U32_EXTREMES = (0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 255, 256, 257, 2**16, 2**16 + 1, 2**24,
                 2**24 + 1, 2**31 - 1, 2**31, 2**32 - 1)
@@ -120,15 +121,17 @@ def mutations(seed: int = 0, havoc: int = 8000):
         yield f"havoc:{i}", bytes(fix_checksum(d) if i % 2 else d)
 
 
+def _ids_stored(d: bytearray) -> bool:
+    return bool(struct.unpack_from("<I", d, OFF_ID_FLAGS)[0] & 1)
+
+
 def _implied_size(d: bytearray):
     dim, M, nbits = struct.unpack_from("<III", d, 16)
     ntotal = struct.unpack_from("<Q", d, OFF_NTOTAL)[0]
     if not (1 <= nbits <= 8 and M >= 1):
         return None
-    K = 1 << nbits
-    codes_off = -(-(HEADER_END + 4 * K * dim) // 64) * 64
-    ids_off = -(-(codes_off + ntotal * ((M * nbits + 7) // 8)) // 8) * 8
-    return ids_off + 8 * ntotal + 8
+    _, ids_off = v2_offsets(dim, M, nbits, ntotal)
+    return ids_off + (8 * ntotal if _ids_stored(d) else 0) + 8
 
 
 def _semantic(d: bytearray, rng):
@@ -136,8 +139,7 @@ def _semantic(d: bytearray, rng):
     ntotal = struct.unpack_from("<Q", d, OFF_NTOTAL)[0]
     K = 1 << nbits
     cs = (M * nbits + 7) // 8
-    codes_off = -(-(HEADER_END + 4 * K * dim) // 64) * 64
-    ids_off = -(-(codes_off + ntotal * cs) // 8) * 8
+    codes_off, ids_off = v2_offsets(dim, M, nbits, ntotal)
     for bad in (float("nan"), float("inf"), float("-inf")):
         e = bytearray(d)
         struct.pack_into("<f", e, HEADER_END + 4 * int(rng.integers(K * dim)), bad)
@@ -146,10 +148,22 @@ def _semantic(d: bytearray, rng):
         e = bytearray(d)
         set_u32(e, OFF_FLAGS, flags)
         yield f"flags={flags}", e
+    for flags in (0, 1, 2, 3, 4, 2**31):  # ids stored / ascending bits, unknown bits
+        e = bytearray(d)
+        set_u32(e, OFF_ID_FLAGS, flags)
+        yield f"id-flags={flags}", e
     if ntotal:
         e = bytearray(d)
-        e[codes_off + cs - 1] |= 0x80  # padding bit of row 0 (a valid code when M*nbits % 8 == 0)
+        # padding bit of row 0 (a valid code when M*nbits % 8 == 0): the last byte of its FAISS
+        # row, which the block layout keeps at record cs-1 (nbits 4), M-1 (nbits 8) or in place
+        last = {4: codes_off + (cs - 1) * 64, 8: codes_off + (M - 1) * 64}.get(nbits, codes_off + cs - 1)
+        e[last] |= 0x80
         yield "code-padding", e
+        if ntotal % 64:  # a nonzero code in a padding row of the last block
+            e = bytearray(d)
+            e[ids_off - 1] |= 0x01
+            yield "padding-row", e
+    if ntotal and _ids_stored(d):
         ids = list(struct.unpack_from(f"<{ntotal}q", d, ids_off))
         variants = {"id-negative": [-1] + ids[1:], "id-max": ids[:-1] + [2**63 - 1],
                     "id-dup": ids[:-1] + ids[:1], "ids-reversed": ids[::-1]}

@@ -1,0 +1,49 @@
+// The search planner and the scanner it drives.
+//
+// Planner (search_blocks): computes the LUTs, then either splits the queries over the threads
+// (many queries or a small database) or splits the database blocks of every query over them
+// (few queries, large database), and merges per-task heaps. Index only locks and delegates.
+//
+// Scanner (scan_topk): the exact top-k of one range of stored blocks for a group of queries, on
+// one thread. Queries with a usable quantized LUT and a kernel take the fast scan (candidates
+// from the SIMD kernel, rescored with the float LUT); the others take the float scan
+// (block_scores). Both give the scan.h contract bit for bit. A per-block row mask (filters) or
+// a fixed threshold (range search) fit in at the two places rows are offered to a heap.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "spqindex/code_layout.h"
+#include "spqindex/codebooks.h"
+#include "spqindex/fastscan.h"
+#include "spqindex/metric.h"
+
+namespace spqindex {
+
+class TopK;
+
+/// What a search reads: n rows in stored blocks and their ids.
+struct BlockSource {
+  const CodeLayout* layout;
+  const uint8_t* blocks;
+  size_t n;
+  const int64_t* ids;  ///< nullptr: the id of a row is its number
+  bool ids_ascending;  ///< ids increase with rows (always true for nullptr ids)
+};
+
+/// Exact top-k of nq queries (layout (nq, dim)); writes D, I of layout (nq, k), best first.
+void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, const float* q,
+                   size_t nq, size_t k, float* D, int64_t* I);
+
+/// Exact top-k of the rows in blocks [b0, b1) (rows < n) for nq queries, on this thread.
+/// luts: float LUTs (nq, M, K); qluts: their quantized forms or nullptr; kernel: nullptr takes
+/// the float scan for all. heaps (nq) receive ids[row], or rows when ids is nullptr.
+/// shared (nq, or nullptr): thresholds shared by tasks splitting the same queries over the
+/// database. Each full heap's k-th score is >= the global k-th score, so their minimum prunes
+/// every task (rows with a score <= it are still offered: ties by id stay exact).
+void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
+               const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
+               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared = nullptr);
+
+}  // namespace spqindex
