@@ -186,12 +186,13 @@ def _semantic(d: bytearray, rng):
     yield "M-doubled", e
 
 
-def load_outcome(path: str, mmap: bool) -> str:
-    """'ok', 'ValueError' or 'OSError'; anything else propagates (a test failure)."""
+def load_outcome(path: str, mmap: bool, verify: bool = True) -> str:
+    """'ok', 'ValueError' or 'OSError'; anything else propagates (a test failure). verify=False
+    skips the content checks, so a corrupted index may load: it must still work safely."""
     import spqindex
 
     try:
-        index = spqindex.Index.load(path, mmap=mmap)
+        index = spqindex.Index.load(path, mmap=mmap, verify=verify)
     except ValueError:
         return "ValueError"
     except OSError:
@@ -207,7 +208,7 @@ def load_outcome(path: str, mmap: bool) -> str:
 
 
 def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64 << 20) -> dict:
-    """Loads every mutation (mmap off and on) under an address-space limit of the current size
+    """Loads every mutation (read, mapped, mapped without verification) under an address-space limit of the current size
     plus `as_headroom`, so any allocation the file does not justify fails loudly."""
     import resource
 
@@ -223,18 +224,20 @@ def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64
     if not UNDER_ASAN:  # ASan's allocator reserves address space as it goes
         resource.setrlimit(resource.RLIMIT_AS, (vm + as_headroom, resource.RLIM_INFINITY))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    outcomes: dict = {}
+    outcomes: dict = {}  # verified loads
+    unverified: dict = {}
     failures = []
     for label, data in cases:
         with open(path, "wb") as f:
             f.write(data)
-        for mmap in (False, True):
+        for mmap, verify in ((False, True), (True, True), (True, False)):
             try:
-                out = load_outcome(path, mmap)
+                out = load_outcome(path, mmap, verify)
             except BaseException as e:  # noqa: BLE001 - reported to the parent test
-                failures.append(f"{label} mmap={mmap}: {type(e).__name__}: {e}")
+                failures.append(f"{label} mmap={mmap} verify={verify}: {type(e).__name__}: {e}")
                 continue
-            outcomes[out] = outcomes.get(out, 0) + 1
+            tally = outcomes if verify else unverified
+            tally[out] = tally.get(out, 0) + 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     limit_effective = False
     if not UNDER_ASAN:
@@ -243,6 +246,7 @@ def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64
         except MemoryError:
             limit_effective = True
     return {"files": len(cases), "loads": 2 * len(cases), "outcomes": outcomes,
+            "unverified_loads": len(cases), "unverified_outcomes": unverified,
             "failures": failures[:50], "n_failures": len(failures),
             "peak_rss_growth": peak - rss0, "as_limit_headroom": as_headroom,
             "limit_effective": limit_effective}
