@@ -55,6 +55,12 @@ class CodeLayout {
   /// Byte offset of row j (0..63) inside one 64-byte record (Fast4 / Fast8).
   static size_t pos4(size_t j) { return (j / 32) * 32 + ((j % 32) < 16 ? 2 * (j % 32) : 2 * (j % 32 - 16) + 1); }
   static size_t pos8(size_t j) { return j < 32 ? 2 * j : 2 * (j - 32) + 1; }
+  /// The row (0..63) whose code lies at byte o of a record (inverse of pos4 / pos8).
+  static size_t row_at(Kind kind, size_t o) {
+    if (kind == Kind::Fast8) return o % 2 ? 32 + o / 2 : o / 2;
+    const size_t w = o % 32;
+    return (o / 32) * 32 + (w % 2 ? 16 + w / 2 : w / 2);
+  }
 
  private:
   int M_, nbits_;
