@@ -327,3 +327,59 @@ def test_kill_during_merge_leaves_old_or_new_output(rng, tmp_path):
     for name in os.listdir(tmp_path):
         if ".tmp-" in name:
             os.unlink(tmp_path / name)
+
+
+@pytest.mark.parametrize("nbits,M", [(4, 6), (8, 3), (3, 5)])
+@pytest.mark.parametrize("metric", ["l2", "ip", "spq"])
+def test_filtered_search_is_exact_among_allowed_ids(rng, level, nbits, M, metric):
+    """Issue 15 item 1: search(q, k, filter=ids) == the reference top-k over the allowed rows."""
+    cb = random_codebooks(rng, M, nbits, 2)
+    index = spqindex.Index(cb, metric=metric)
+    n = 3000
+    assign, codes = tie_heavy_codes(rng, n, M, nbits)
+    ids = rng.permutation(10 * n)[:n].astype(np.int64)
+    index.add_codes(codes, ids=ids)
+    index.remove(ids[::7])
+    keep = np.ones(n, bool)
+    keep[::7] = False
+    assign, ids = assign[keep], ids[keep]
+    q = rng.standard_normal((6, index.dim)).astype(np.float32)
+    for frac in (0.0, 0.01, 0.3, 1.0):
+        allowed = ids[rng.random(len(ids)) < frac]
+        filt = np.concatenate([allowed, [-5, 10**9]])  # unknown ids are ignored
+        for k in (1, 10, 200):
+            D, I = index.search(q, k, filter=filt)
+            sel = np.isin(ids, allowed)
+            if sel.any():
+                Dr, Ir = ref.search(cb, q, assign[sel], ids[sel], k, metric)
+            else:
+                Dr = np.full((6, k), -np.inf if metric == "ip" else np.inf, np.float32)
+                Ir = np.full((6, k), -1, np.int64)
+            np.testing.assert_array_equal(I, Ir)
+            np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(index.search(q, 5, filter=ids)[1], index.search(q, 5)[1])
+    with pytest.raises(TypeError, match="filter"):
+        index.search(q, 5, filter=np.array([1.5]))
+
+
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_filtered_search_when_one_query_is_split_over_the_database(rng, level, nbits):
+    """nq=1 over 40,000 rows: the planner splits the database over the threads."""
+    threads = spqindex.get_num_threads()
+    spqindex.set_num_threads(4)
+    try:
+        cb = random_codebooks(rng, 4, nbits, 2)
+        index = spqindex.Index(cb, metric="l2")
+        assign, codes = tie_heavy_codes(rng, 40_000, 4, nbits)
+        index.add_codes(codes)
+        ids = np.arange(40_000)
+        allowed = ids[rng.random(40_000) < 0.05]
+        q = rng.standard_normal((1, index.dim)).astype(np.float32)
+        for k in (1, 50):
+            D, I = index.search(q, k, filter=allowed)
+            sel = np.isin(ids, allowed)
+            Dr, Ir = ref.search(cb, q, assign[sel], ids[sel], k, "l2")
+            np.testing.assert_array_equal(I, Ir)
+            np.testing.assert_array_equal(D, Dr)
+    finally:
+        spqindex.set_num_threads(threads)

@@ -85,8 +85,8 @@ bool all_finite(const float* x, size_t n) {
 
 /// search(q, k) for host queries, shared by the CPU and GPU index: checks (finiteness included),
 /// allocates (D, I) with the GIL held, searches without it.
-template <typename IndexT>
-py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k) {
+template <typename IndexT, typename... Extra>
+py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k, Extra... extra) {
   auto qa = strict<float>(q, "q", 2);
   check_dim(qa, "q", self.dim());
   if (k < 1) throw py::value_error("k: must be >= 1");
@@ -99,7 +99,7 @@ py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k) {
   int64_t* ip = I.mutable_data();
   {
     py::gil_scoped_release nogil;
-    self.search(qa.data(), nq, k, dp, ip);
+    self.search(qa.data(), nq, k, dp, ip, extra...);
   }
   return py::make_tuple(D, I);
 }
@@ -241,7 +241,13 @@ PYBIND11_MODULE(_core, m) {
              self.add_codes(ca.data(), n, id_ptr);
            },
            py::arg("codes"), py::arg("ids") = py::none())
-      .def("search", &search_host<const Index>, py::arg("q"), py::arg("k"))
+      .def("search",
+           [](const Index& self, const py::array& q, py::ssize_t k, const py::object& filter) {
+             if (filter.is_none()) return search_host<const Index>(self, q, k);
+             auto fa = strict<int64_t>(filter.cast<py::array>(), "filter", 1);
+             return search_host<const Index>(self, q, k, fa.data(), fa.shape(0));
+           },
+           py::arg("q"), py::arg("k"), py::arg("filter") = py::none())
       .def("encode",
            [](const Index& self, const py::array& x) {
              auto xa = strict<float>(x, "x", 2);

@@ -19,6 +19,7 @@ struct Rescore {
   const CodeLayout* layout;
   const int64_t* ids;
   size_t n;
+  const uint64_t* allow;  ///< per-block row masks, or nullptr
   const float* luts;
   size_t lut_size;
   const QuantizedLut* qluts;
@@ -57,6 +58,7 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   }
   const size_t row0 = block * kBlockRows;
   const uint8_t* blk = r.blocks + block * r.layout->block_bytes();
+  if (r.allow) mask &= r.allow[block];
   while (mask) {
     const size_t j = static_cast<size_t>(__builtin_ctzll(mask));
     const size_t row = row0 + j;
@@ -81,14 +83,16 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
 
 // The float scanner: every row of blocks [c0, c1) scored, offered when within the threshold.
 void float_scan(const float* lut, const CodeLayout& layout, const uint8_t* blocks, size_t n,
-                const int64_t* ids, size_t c0, size_t c1, TopK& heap) {
+                const int64_t* ids, const uint64_t* allow, size_t c0, size_t c1, TopK& heap) {
   float scores[kBlockRows];
   float thr = heap.threshold();
   for (size_t b = c0; b < c1; b++) {
+    const uint64_t admitted = allow ? allow[b] : ~uint64_t{0};
+    if (!admitted) continue;
     block_scores(lut, layout, blocks + b * layout.block_bytes(), scores);
     const size_t row0 = b * kBlockRows, rows = std::min(kBlockRows, n - row0);
     for (size_t j = 0; j < rows; j++) {
-      if (scores[j] <= thr) {
+      if (scores[j] <= thr && (admitted >> j & 1)) {
         heap.push(scores[j], ids ? ids[row0 + j] : static_cast<int64_t>(row0 + j));
         thr = heap.threshold();
       }
@@ -100,7 +104,8 @@ void float_scan(const float* lut, const CodeLayout& layout, const uint8_t* block
 
 void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
-               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared) {
+               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared,
+               const uint64_t* allow) {
   b1 = std::min(b1, CodeLayout::nblocks(n));
   if (b0 >= b1) return;
   const size_t lut_size = static_cast<size_t>(layout.M()) << layout.nbits();
@@ -116,7 +121,7 @@ void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* block
   }
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<Rescore::Shared> views(nq, Rescore::Shared{inf, inf, 0});
-  Rescore ctx{blocks, &layout, ids, n, luts, lut_size, qluts, heaps, nullptr, nullptr, shared,
+  Rescore ctx{blocks, &layout, ids, n, allow, luts, lut_size, qluts, heaps, nullptr, nullptr, shared,
               views.data(), bound_thr.data()};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / layout.block_bytes());
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {
@@ -128,7 +133,7 @@ void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* block
       kernel(ScanArgs{blocks, layout.block_bytes(), layout.M(), c0, c1, ng, slots.data() + g,
                       offer, &ctx});
     }
-    for (size_t q : slow) float_scan(luts + q * lut_size, layout, blocks, n, ids, c0, c1, heaps[q]);
+    for (size_t q : slow) float_scan(luts + q * lut_size, layout, blocks, n, ids, allow, c0, c1, heaps[q]);
   }
 }
 

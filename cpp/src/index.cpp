@@ -225,10 +225,19 @@ void Index::merge_from(const Index& other, bool shift_ids) {
   id_mode_ = other.id_mode_;
 }
 
-void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const {
+void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+                   const int64_t* allow, size_t n_allow) const {
   SPQ_CHECK_ARG(k >= 1, "k: must be >= 1");
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  const BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
+  BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
+  std::vector<uint64_t> mask;
+  if (allow) {  // one word per block: bit j admits row b * 64 + j
+    mask.assign(CodeLayout::nblocks(ntotal_), 0);
+    size_t row;
+    for (size_t i = 0; i < n_allow; i++)
+      if (find_row(allow[i], &row)) mask[row / kBlockRows] |= uint64_t{1} << (row % kBlockRows);
+    src.allow = mask.data();
+  }
   search_blocks(cb_, metric_, src, q, nq, k, D, I);
 }
 

@@ -62,7 +62,7 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
       if (q0 >= q1) return;
       std::vector<TopK> heaps(q1 - q0, TopK(k));
       scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts.data() + q0 * lut_size,
-                ql ? ql + q0 : nullptr, q1 - q0, 0, nblocks, heaps.data());
+                ql ? ql + q0 : nullptr, q1 - q0, 0, nblocks, heaps.data(), nullptr, src.allow);
       for (size_t qi = q0; qi < q1; qi++) write(heaps[qi - q0], qi);
     });
     return;
@@ -77,7 +77,7 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
     const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
     if (b0 < b1)
       scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts.data(), ql, nq, b0, b1,
-                partial[t].data(), shared.get());
+                partial[t].data(), shared.get(), src.allow);
   });
   for (size_t qi = 0; qi < nq; qi++) {
     for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);

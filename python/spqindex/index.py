@@ -161,17 +161,20 @@ class Index:
         return int(self._core.remove(id_vector(ids, "ids")))
 
     # --- queries ------------------------------------------------------------------------------
-    def search(self, q, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, q, k: int = 10, filter=None) -> Tuple[np.ndarray, np.ndarray]:
         """Exact top-k by ADC. Returns ``(D, I)`` of shape (nq, k), best first, ties by smaller id;
-        missing results are padded with id -1 and distance +inf (-inf for "ip")."""
+        missing results are padded with id -1 and distance +inf (-inf for "ip").
+        ``filter``: ids (1-d integers) that may be returned; the result is then the exact top-k
+        among them (ids not in the index are ignored), computed inside the scan."""
         k = positive_int(k, "k")
+        fa = None if filter is None else id_vector(filter, "filter")
         qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
         nq = qa.shape[0]
         # D and I together take 12 bytes per (query, k) slot.
         if k > _MAX_RESULT_BYTES // 12 // max(nq, 1):
             raise ValueError(f"k: {k} is too large: results of shape ({nq}, {k}) cannot be addressed")
         try:
-            return self._core.search(qa, k)
+            return self._core.search(qa, k, fa)
         except MemoryError:
             raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) "
                               f"({12 * nq * k} bytes)") from None

@@ -61,7 +61,9 @@ class Index {
   /// Appends n packed codes (layout (n, code_size)); same id rules as add.
   void add_codes(const uint8_t* codes, size_t n, const int64_t* ids);
   /// Exact top-k for nq queries (layout (nq, dim)). Writes D, I of layout (nq, k), best first.
-  void search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const;
+  /// allow (n_allow ids, or nullptr): only these ids are candidates (unknown ids are ignored).
+  void search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+              const int64_t* allow = nullptr, size_t n_allow = 0) const;
   /// Removes the given ids (unknown ids are ignored); keeps the order of the rest.
   size_t remove(const int64_t* ids, size_t n);
   /// Decoded vectors of the given ids (layout (n, dim)); throws IdNotFound.

@@ -30,6 +30,9 @@ struct BlockSource {
   size_t n;
   const int64_t* ids;  ///< nullptr: the id of a row is its number
   bool ids_ascending;  ///< ids increase with rows (always true for nullptr ids)
+  /// Filtered search: bit j of allow[b] admits row b * 64 + j (one word per block); nullptr:
+  /// every row. The top-k is then the exact top-k among the admitted rows.
+  const uint64_t* allow = nullptr;
 };
 
 /// Exact top-k of nq queries (layout (nq, dim)); writes D, I of layout (nq, k), best first.
@@ -39,11 +42,13 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
 /// Exact top-k of the rows in blocks [b0, b1) (rows < n) for nq queries, on this thread.
 /// luts: float LUTs (nq, M, K); qluts: their quantized forms or nullptr; kernel: nullptr takes
 /// the float scan for all. heaps (nq) receive ids[row], or rows when ids is nullptr.
+/// allow: per-block row masks (BlockSource::allow) or nullptr.
 /// shared (nq, or nullptr): thresholds shared by tasks splitting the same queries over the
 /// database. Each full heap's k-th score is >= the global k-th score, so their minimum prunes
 /// every task (rows with a score <= it are still offered: ties by id stay exact).
 void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
-               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared = nullptr);
+               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared = nullptr,
+               const uint64_t* allow = nullptr);
 
 }  // namespace spqindex
