@@ -383,3 +383,51 @@ def test_filtered_search_when_one_query_is_split_over_the_database(rng, level, n
             np.testing.assert_array_equal(D, Dr)
     finally:
         spqindex.set_num_threads(threads)
+
+
+def reference_range(cb, q, assign, ids, radius, metric):
+    S = ref.adc(cb, q, assign, metric)
+    lims, D, I = [0], [], []
+    for i in range(S.shape[0]):
+        hit = S[i] > radius if metric == "ip" else S[i] < radius
+        key = -S[i][hit] if metric == "ip" else S[i][hit]
+        order = np.lexsort((ids[hit], key))
+        D.append(S[i][hit][order])
+        I.append(ids[hit][order])
+        lims.append(lims[-1] + int(hit.sum()))
+    return np.array(lims), np.concatenate(D).astype(np.float32), np.concatenate(I).astype(np.int64)
+
+
+@pytest.mark.parametrize("nbits,M", [(4, 6), (8, 3), (3, 5)])
+@pytest.mark.parametrize("metric", ["l2", "ip", "spq"])
+@pytest.mark.parametrize("nq", [1, 5])
+def test_range_search_matches_reference(rng, level, nbits, M, metric, nq):
+    """Issue 15 item 2: lims, D, I = range_search(q, radius), FAISS convention, exact; the radius
+    is set to scores that occur, so the strict comparison is tested on ties."""
+    threads = spqindex.get_num_threads()
+    spqindex.set_num_threads(4)  # nq=1 over 40,000 rows: the database is split over threads
+    try:
+        cb = random_codebooks(rng, M, nbits, 2)
+        index = spqindex.Index(cb, metric=metric)
+        n = 40_000 if nq == 1 else 3000
+        assign, codes = tie_heavy_codes(rng, n, M, nbits)
+        ids = rng.permutation(3 * n)[:n].astype(np.int64)
+        index.add_codes(codes, ids=ids)
+        q = rng.standard_normal((nq, index.dim)).astype(np.float32)
+        S = ref.adc(cb, q, assign, metric)
+        for quantile in (0.0, 0.001, 0.02, 0.5):
+            radius = float(np.quantile(S[0], 1 - quantile if metric == "ip" else quantile, method="nearest"))
+            lims, D, I = index.range_search(q, radius)
+            lr, Dr, Ir = reference_range(cb, q, assign, ids, radius, metric)
+            np.testing.assert_array_equal(lims, lr)
+            np.testing.assert_array_equal(I, Ir)
+            np.testing.assert_array_equal(D, Dr)
+    finally:
+        spqindex.set_num_threads(threads)
+    with pytest.raises(ValueError, match="radius"):
+        index.range_search(q, float("nan"))
+    with pytest.raises(TypeError, match="radius"):
+        index.range_search(q, "1")
+    empty = spqindex.Index(cb, metric=metric)
+    lims, D, I = empty.range_search(q, 1.0)
+    assert lims.tolist() == [0] * (nq + 1) and D.shape == (0,) and I.shape == (0,)

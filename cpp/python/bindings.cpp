@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -248,6 +249,27 @@ PYBIND11_MODULE(_core, m) {
              return search_host<const Index>(self, q, k, fa.data(), fa.shape(0));
            },
            py::arg("q"), py::arg("k"), py::arg("filter") = py::none())
+      .def("range_search",
+           [](const Index& self, const py::array& q, double radius) {
+             auto qa = strict<float>(q, "q", 2);
+             check_dim(qa, "q", self.dim());
+             const py::ssize_t nq = qa.shape(0);
+             if (!all_finite(qa.data(), static_cast<size_t>(nq) * self.dim()))
+               throw py::value_error("q: contains NaN or Inf (or values too large for float32)");
+             const float r = static_cast<float>(radius);
+             if (!std::isfinite(r)) throw py::value_error("radius: must be finite (as a float32)");
+             std::vector<int64_t> lims;
+             std::vector<float> D;
+             std::vector<int64_t> I;
+             {
+               py::gil_scoped_release nogil;
+               self.range_search(qa.data(), nq, r, &lims, &D, &I);
+             }
+             const py::ssize_t total = static_cast<py::ssize_t>(I.size());
+             return py::make_tuple(to_numpy(std::move(lims), {nq + 1}), to_numpy(std::move(D), {total}),
+                                   to_numpy(std::move(I), {total}));
+           },
+           py::arg("q"), py::arg("radius"))
       .def("encode",
            [](const Index& self, const py::array& x) {
              auto xa = strict<float>(x, "x", 2);

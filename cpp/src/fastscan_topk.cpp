@@ -14,6 +14,7 @@ namespace {
 
 constexpr size_t kChunkBytes = 256 * 1024;  // code blocks kept in L2 across the queries
 
+template <class Heap>
 struct Rescore {
   const uint8_t* blocks;  ///< the stored blocks: the block just scanned is still in L1
   const CodeLayout* layout;
@@ -23,7 +24,7 @@ struct Rescore {
   const float* luts;
   size_t lut_size;
   const QuantizedLut* qluts;
-  TopK* heaps;
+  Heap* heaps;
   const size_t* query_of;  ///< kernel query slot -> query index
   ScanQuery* slots;
   std::atomic<float>* shared;  ///< per query, or nullptr
@@ -43,15 +44,16 @@ inline float share_threshold(std::atomic<float>& shared, float v) {
   return std::min(cur, v);
 }
 
+template <class Heap>
 void offer(void* vctx, int slot, size_t block, uint64_t mask) {
-  Rescore& r = *static_cast<Rescore*>(vctx);
+  Rescore<Heap>& r = *static_cast<Rescore<Heap>*>(vctx);
   const size_t q = r.query_of[slot];
   const float* lut = r.luts + q * r.lut_size;
-  TopK& heap = r.heaps[q];
+  Heap& heap = r.heaps[q];
   float thr = heap.threshold();
   // The shared line is written by other cores: read it every 16th call only, write it only
   // when this task improved on what it published (each access may be a cross-core miss).
-  Rescore::Shared* view = r.shared ? &r.views[q] : nullptr;
+  typename Rescore<Heap>::Shared* view = r.shared ? &r.views[q] : nullptr;
   if (view) {
     if ((view->calls++ & 15) == 0) view->seen = r.shared[q].load(std::memory_order_relaxed);
     thr = std::min(thr, view->seen);
@@ -82,8 +84,9 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
 }
 
 // The float scanner: every row of blocks [c0, c1) scored, offered when within the threshold.
+template <class Heap>
 void float_scan(const float* lut, const CodeLayout& layout, const uint8_t* blocks, size_t n,
-                const int64_t* ids, const uint64_t* allow, size_t c0, size_t c1, TopK& heap) {
+                const int64_t* ids, const uint64_t* allow, size_t c0, size_t c1, Heap& heap) {
   float scores[kBlockRows];
   float thr = heap.threshold();
   for (size_t b = c0; b < c1; b++) {
@@ -100,12 +103,10 @@ void float_scan(const float* lut, const CodeLayout& layout, const uint8_t* block
   }
 }
 
-}  // namespace
-
-void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
-               const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
-               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared,
-               const uint64_t* allow) {
+template <class Heap>
+void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
+          const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq, size_t b0,
+          size_t b1, Heap* heaps, std::atomic<float>* shared, const uint64_t* allow) {
   b1 = std::min(b1, CodeLayout::nblocks(n));
   if (b0 >= b1) return;
   const size_t lut_size = static_cast<size_t>(layout.M()) << layout.nbits();
@@ -120,8 +121,8 @@ void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* block
     bound_thr[fast[i]] = thr;
   }
   const float inf = std::numeric_limits<float>::infinity();
-  std::vector<Rescore::Shared> views(nq, Rescore::Shared{inf, inf, 0});
-  Rescore ctx{blocks, &layout, ids, n, allow, luts, lut_size, qluts, heaps, nullptr, nullptr, shared,
+  std::vector<typename Rescore<Heap>::Shared> views(nq, typename Rescore<Heap>::Shared{inf, inf, 0});
+  Rescore<Heap> ctx{blocks, &layout, ids, n, allow, luts, lut_size, qluts, heaps, nullptr, nullptr, shared,
               views.data(), bound_thr.data()};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / layout.block_bytes());
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {
@@ -131,10 +132,25 @@ void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* block
       ctx.query_of = fast.data() + g;
       ctx.slots = slots.data() + g;
       kernel(ScanArgs{blocks, layout.block_bytes(), layout.M(), c0, c1, ng, slots.data() + g,
-                      offer, &ctx});
+                      offer<Heap>, &ctx});
     }
     for (size_t q : slow) float_scan(luts + q * lut_size, layout, blocks, n, ids, allow, c0, c1, heaps[q]);
   }
+}
+
+}  // namespace
+
+void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
+               const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
+               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared,
+               const uint64_t* allow) {
+  scan(kernel, layout, blocks, n, ids, luts, qluts, nq, b0, b1, heaps, shared, allow);
+}
+
+void scan_range(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
+                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
+                size_t b0, size_t b1, RangeHits* hits, const uint64_t* allow) {
+  scan(kernel, layout, blocks, n, ids, luts, qluts, nq, b0, b1, hits, nullptr, allow);
 }
 
 }  // namespace spqindex

@@ -1,6 +1,7 @@
 #include "spqindex/index.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -239,6 +240,14 @@ void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
     src.allow = mask.data();
   }
   search_blocks(cb_, metric_, src, q, nq, k, D, I);
+}
+
+void Index::range_search(const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
+                         std::vector<float>* D, std::vector<int64_t>* I) const {
+  SPQ_CHECK_ARG(std::isfinite(radius), "radius: must be finite");
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
+  const BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
+  range_search_blocks(cb_, metric_, src, q, nq, radius, lims, D, I);
 }
 
 size_t Index::remove(const int64_t* ids, size_t n) {

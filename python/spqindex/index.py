@@ -179,6 +179,15 @@ class Index:
             raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) "
                               f"({12 * nq * k} bytes)") from None
 
+    def range_search(self, q, radius) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored vector within ``radius``, FAISS convention: distance < radius for "l2" and
+        "spq", inner product > radius for "ip". Returns ``(lims, D, I)``: the hits of query i are
+        ``D[lims[i]:lims[i+1]]``, ``I[lims[i]:lims[i+1]]``, best first, ties by smaller id. Exact."""
+        qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
+        if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, float, np.integer, np.floating)):
+            raise TypeError(f"radius: expected a number, got {type(radius).__name__}")
+        return self._core.range_search(qa, float(radius))
+
     def encode(self, x) -> np.ndarray:
         """Packed codes (n, code_size) uint8 of ``x``: nearest codeword per sub-space (squared L2)."""
         return self._core.encode(float_matrix(x, "x", self.dim))

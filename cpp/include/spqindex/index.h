@@ -64,6 +64,11 @@ class Index {
   /// allow (n_allow ids, or nullptr): only these ids are candidates (unknown ids are ignored).
   void search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
               const int64_t* allow = nullptr, size_t n_allow = 0) const;
+  /// Every stored vector within radius of each query (FAISS convention: distance < radius for
+  /// l2/spq, inner product > radius for ip); lims (nq + 1) delimit each query's hits in D, I,
+  /// ordered best first, ties by id. radius must be finite.
+  void range_search(const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
+                    std::vector<float>* D, std::vector<int64_t>* I) const;
   /// Removes the given ids (unknown ids are ignored); keeps the order of the rest.
   size_t remove(const int64_t* ids, size_t n);
   /// Decoded vectors of the given ids (layout (n, dim)); throws IdNotFound.

@@ -13,15 +13,15 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "spqindex/code_layout.h"
 #include "spqindex/codebooks.h"
 #include "spqindex/fastscan.h"
 #include "spqindex/metric.h"
+#include "spqindex/topk.h"
 
 namespace spqindex {
-
-class TopK;
 
 /// What a search reads: n rows in stored blocks and their ids.
 struct BlockSource {
@@ -50,5 +50,30 @@ void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* block
                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
                size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared = nullptr,
                const uint64_t* allow = nullptr);
+
+/// Range search collector: every row scoring below a fixed threshold (same interface as TopK
+/// for the scanner; the threshold never moves).
+struct RangeHits {
+  float thr;  ///< offer d <= thr; the planner passes the largest float below the radius
+  std::vector<Candidate> hits;
+  explicit RangeHits(float thr) : thr(thr) {}
+  float threshold() const { return thr; }
+  bool full() const { return true; }
+  void push(float d, int64_t id) {
+    if (d <= thr) hits.push_back({d, id});
+  }
+};
+
+/// scan_topk with a fixed threshold: appends every hit of blocks [b0, b1) to hits (nq).
+void scan_range(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
+                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
+                size_t b0, size_t b1, RangeHits* hits, const uint64_t* allow = nullptr);
+
+/// Range search in the FAISS convention: for "l2"/"spq" every row with distance < radius, for
+/// "ip" every row with inner product > radius. lims (nq + 1): hits of query i are
+/// [lims[i], lims[i+1]) of D and I, ordered by (distance, id) best first.
+void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src,
+                         const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
+                         std::vector<float>* D, std::vector<int64_t>* I);
 
 }  // namespace spqindex
