@@ -67,7 +67,7 @@ def test_codes_are_64_byte_aligned(rng, tmp_path):
     index.save(tmp_path / "x.spq")
     data = (tmp_path / "x.spq").read_bytes()
     codebytes = index.codes.tobytes()
-    off = 52 + 5 * 8 * 3 * 4
+    off = 64 + 5 * 8 * 3 * 4  # v2: nbits 3 is stored as FAISS rows in blocks of 64
     off = (off + 63) // 64 * 64
     assert data[off:off + len(codebytes)] == codebytes
 
@@ -111,7 +111,7 @@ def test_rejects_bad_magic_version_and_size(rng, tmp_path):
     good = path.read_bytes()
     cases = {
         "magic": b"NOTANIDX" + good[8:],
-        "version": good[:8] + (2).to_bytes(4, "little") + good[12:],
+        "version": good[:8] + (3).to_bytes(4, "little") + good[12:],
         "truncated": good[:-1],
         "ntotal": good[:36] + (2**62).to_bytes(8, "little") + good[44:],
         "checksum": good[:-8] + bytes(8),

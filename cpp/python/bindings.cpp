@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -18,6 +19,7 @@
 #endif
 #include "spqindex/encode.h"
 #include "spqindex/index.h"
+#include "spqindex/io.h"
 #include "spqindex/io_error.h"
 #include "spqindex/simd.h"
 #include "spqindex/threads.h"
@@ -84,8 +86,8 @@ bool all_finite(const float* x, size_t n) {
 
 /// search(q, k) for host queries, shared by the CPU and GPU index: checks (finiteness included),
 /// allocates (D, I) with the GIL held, searches without it.
-template <typename IndexT>
-py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k) {
+template <typename IndexT, typename... Extra>
+py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k, Extra... extra) {
   auto qa = strict<float>(q, "q", 2);
   check_dim(qa, "q", self.dim());
   if (k < 1) throw py::value_error("k: must be >= 1");
@@ -98,7 +100,7 @@ py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k) {
   int64_t* ip = I.mutable_data();
   {
     py::gil_scoped_release nogil;
-    self.search(qa.data(), nq, k, dp, ip);
+    self.search(qa.data(), nq, k, dp, ip, extra...);
   }
   return py::make_tuple(D, I);
 }
@@ -210,6 +212,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("code_size", &Index::code_size)
       .def_property_readonly("next_id", &Index::next_id)
       .def_property_readonly("read_only", &Index::read_only)
+      .def_property_readonly("ids_stored", &Index::ids_stored)
       .def_property_readonly("metric", [](const Index& i) { return metric_name(i.metric()); })
       .def_property_readonly("codebooks",
                              [](const Index& i) {
@@ -239,7 +242,34 @@ PYBIND11_MODULE(_core, m) {
              self.add_codes(ca.data(), n, id_ptr);
            },
            py::arg("codes"), py::arg("ids") = py::none())
-      .def("search", &search_host<const Index>, py::arg("q"), py::arg("k"))
+      .def("search",
+           [](const Index& self, const py::array& q, py::ssize_t k, const py::object& filter) {
+             if (filter.is_none()) return search_host<const Index>(self, q, k);
+             auto fa = strict<int64_t>(filter.cast<py::array>(), "filter", 1);
+             return search_host<const Index>(self, q, k, fa.data(), fa.shape(0));
+           },
+           py::arg("q"), py::arg("k"), py::arg("filter") = py::none())
+      .def("range_search",
+           [](const Index& self, const py::array& q, double radius) {
+             auto qa = strict<float>(q, "q", 2);
+             check_dim(qa, "q", self.dim());
+             const py::ssize_t nq = qa.shape(0);
+             if (!all_finite(qa.data(), static_cast<size_t>(nq) * self.dim()))
+               throw py::value_error("q: contains NaN or Inf (or values too large for float32)");
+             const float r = static_cast<float>(radius);
+             if (!std::isfinite(r)) throw py::value_error("radius: must be finite (as a float32)");
+             std::vector<int64_t> lims;
+             std::vector<float> D;
+             std::vector<int64_t> I;
+             {
+               py::gil_scoped_release nogil;
+               self.range_search(qa.data(), nq, r, &lims, &D, &I);
+             }
+             const py::ssize_t total = static_cast<py::ssize_t>(I.size());
+             return py::make_tuple(to_numpy(std::move(lims), {nq + 1}), to_numpy(std::move(D), {total}),
+                                   to_numpy(std::move(I), {total}));
+           },
+           py::arg("q"), py::arg("radius"))
       .def("encode",
            [](const Index& self, const py::array& x) {
              auto xa = strict<float>(x, "x", 2);
@@ -319,12 +349,42 @@ PYBIND11_MODULE(_core, m) {
              self.save(path);
            },
            py::arg("path"))
+      .def("merge_from",
+           [](Index& self, const Index& other, bool shift_ids) {
+             py::gil_scoped_release nogil;
+             self.merge_from(other, shift_ids);
+           },
+           py::arg("other"), py::arg("shift_ids") = false)
       .def_static("load",
-                  [](const std::string& path, bool mmap) {
+                  [](const std::string& path, bool mmap, bool verify) {
                     py::gil_scoped_release nogil;
-                    return Index::load(path, mmap);
+                    return Index::load(path, mmap, verify);
                   },
-                  py::arg("path"), py::arg("mmap") = false);
+                  py::arg("path"), py::arg("mmap") = false, py::arg("verify") = true);
+
+  m.def("verify_file", [](const std::string& path) {
+    FileSummary s;
+    {
+      py::gil_scoped_release nogil;
+      s = verify_file(path);
+    }
+    py::dict d;
+    d["version"] = s.version;
+    d["dim"] = s.dim;
+    d["M"] = s.M;
+    d["nbits"] = s.nbits;
+    d["metric"] = metric_name(static_cast<Metric>(s.metric));
+    d["id_mode"] = s.id_mode;
+    d["ntotal"] = s.ntotal;
+    d["next_id"] = s.next_id;
+    d["ids_stored"] = s.ids_stored;
+    return d;
+  }, py::arg("path"));
+  m.def("merge_files", [](const std::string& out, const std::vector<std::string>& inputs,
+                          bool shift_ids) {
+    py::gil_scoped_release nogil;
+    merge_files(out, inputs, shift_ids);
+  }, py::arg("out"), py::arg("inputs"), py::arg("shift_ids") = false);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);

@@ -4,53 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-
-#include "spqindex/codes.h"
-#include "spqindex/error.h"
+#include <vector>
 
 namespace spqindex {
-namespace {
-
-// Byte position of row r (0..63) inside its 64-byte record (see PackedCodes).
-inline size_t pos4(size_t r) {
-  const size_t half = r / 32, i = r % 32;
-  return half * 32 + (i < 16 ? 2 * i : 2 * (i - 16) + 1);
-}
-inline size_t pos8(size_t r) { return r < 32 ? 2 * r : 2 * (r - 32) + 1; }
-
-}  // namespace
-
-void pack_codes(const uint8_t* codes, size_t n, int M, int nbits, PackedCodes* out) {
-  SPQ_CHECK(fastscan_layout_exists(nbits));
-  if (out->M != M || out->nbits != nbits) {
-    out->reset();
-    out->M = M;
-    out->nbits = nbits;
-    out->block_bytes = nbits == 4 ? static_cast<size_t>((M + 1) / 2) * 64 : static_cast<size_t>(M) * 64;
-  }
-  if (n < out->n) out->reset();
-  if (n == out->n) return;
-  const size_t first = out->n / kFastScanBlock * kFastScanBlock;  // repack the partial block
-  const size_t bb = out->block_bytes;
-  const size_t nblocks = (n + kFastScanBlock - 1) / kFastScanBlock;
-  out->data.resize(nblocks * bb);
-  std::memset(out->data.data() + first / kFastScanBlock * bb, 0,
-              (nblocks - first / kFastScanBlock) * bb);
-  const size_t cs = (static_cast<size_t>(M) * nbits + 7) / 8;
-  for (size_t row = first; row < n; row++) {
-    uint8_t* blk = out->data.data() + row / kFastScanBlock * bb;
-    const size_t r = row % kFastScanBlock;
-    const uint8_t* src = codes + row * cs;
-    if (nbits == 8) {
-      for (int m = 0; m < M; m++) blk[static_cast<size_t>(m) * 64 + pos8(r)] = src[m];
-    } else {
-      const size_t pos = pos4(r);
-      // A FAISS 4-bit row already holds c[2p] | c[2p+1] << 4 in byte p (padding nibble is zero).
-      for (int p = 0; p < (M + 1) / 2; p++) blk[static_cast<size_t>(p) * 64 + pos] = src[p];
-    }
-  }
-  out->n = n;
-}
 
 void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
   const int K = 1 << nbits;

@@ -1,34 +1,35 @@
 #include "spqindex/index.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <unordered_set>
 
 #include "spqindex/codes.h"
 #include "spqindex/encode.h"
 #include "spqindex/error.h"
 #include "spqindex/io.h"
-#include "spqindex/lut.h"
-#include "spqindex/scan.h"
-#include "spqindex/simd.h"
-#include "spqindex/threads.h"
-#include "spqindex/topk.h"
+#include "spqindex/search.h"
 
 namespace spqindex {
 namespace {
 
-constexpr size_t kQueryBlock = 8;        // queries sharing one pass over a code block
-constexpr size_t kCodeBlockBytes = 32768;  // code block kept in L1/L2 across those queries
-constexpr size_t kMinRowsPerTask = 16384;  // below this, splitting one query is not worth it
-constexpr size_t kLutTaskQueries = 16;     // queries per LUT task
+/// Grows a vector's capacity geometrically so that repeated appends stay amortised O(1) (the
+/// capacity past the size is never touched, so it is address space, not resident memory).
+template <typename T>
+void reserve_for(std::vector<T>& v, size_t n) {
+  if (n > v.capacity()) v.reserve(std::max(n, v.capacity() + v.capacity() / 2));
+}
 
 }  // namespace
 
-Index::Index(Codebooks codebooks, Metric metric) : cb_(std::move(codebooks)), metric_(metric) {}
+Index::Index(Codebooks codebooks, Metric metric)
+    : cb_(std::move(codebooks)), metric_(metric), layout_(cb_.M, cb_.nbits) {}
 Index::~Index() = default;
 
 size_t Index::ntotal() const {
@@ -41,8 +42,20 @@ int64_t Index::next_id() const {
   return next_id_;
 }
 
-const uint8_t* Index::codes_ptr() const { return mapping_ ? mapped_codes_ : codes_.data(); }
-const int64_t* Index::ids_ptr() const { return mapping_ ? mapped_ids_ : ids_.data(); }
+bool Index::ids_stored() const {
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
+  return ids_stored_;
+}
+
+const int64_t* Index::ids_ptr() const {
+  if (!ids_stored_) return nullptr;
+  return mapping_ ? mapped_ids_ : ids_.data();
+}
+
+int64_t Index::id_at(size_t row) const {
+  const int64_t* ids = ids_ptr();
+  return ids ? ids[row] : static_cast<int64_t>(row);
+}
 
 const std::unordered_map<int64_t, size_t>& Index::row_of() const {
   std::lock_guard<std::mutex> lock(row_of_mu_);
@@ -54,6 +67,19 @@ const std::unordered_map<int64_t, size_t>& Index::row_of() const {
     row_of_valid_ = true;
   }
   return row_of_;
+}
+
+bool Index::find_row(int64_t id, size_t* row) const {
+  if (!ids_stored_) {
+    if (id < 0 || static_cast<uint64_t>(id) >= ntotal_) return false;
+    *row = static_cast<size_t>(id);
+    return true;
+  }
+  const auto& rows = row_of();
+  auto it = rows.find(id);
+  if (it == rows.end()) return false;
+  *row = it->second;
+  return true;
 }
 
 IdMode Index::id_mode() const {
@@ -76,43 +102,66 @@ void Index::check_id_mode(const int64_t* ids, size_t n) const {
 void Index::check_new_ids(const int64_t* ids, size_t n) const {
   std::unordered_set<int64_t> seen;
   seen.reserve(n);
-  const auto& existing = row_of();
+  size_t row;
   for (size_t i = 0; i < n; i++) {
     SPQ_CHECK_ARG(ids[i] >= 0 && ids[i] < INT64_MAX,
                   "ids: must be in 0..2^63-2, got " + std::to_string(ids[i]));
     SPQ_CHECK_ARG(seen.insert(ids[i]).second,
                   "ids: duplicate id " + std::to_string(ids[i]) + " in the batch");
-    SPQ_CHECK_ARG(!existing.count(ids[i]),
+    SPQ_CHECK_ARG(!find_row(ids[i], &row),
                   "ids: id " + std::to_string(ids[i]) + " is already in the index");
   }
 }
 
-void Index::append(const uint8_t* codes, size_t n, const int64_t* ids) {
-  const size_t cs = code_size();
+void Index::materialise_ids() {
+  if (ids_stored_) return;
+  ids_.resize(ntotal_);
+  std::iota(ids_.begin(), ids_.end(), int64_t{0});
+  ids_stored_ = true;
+  ids_ascending_ = true;
+}
+
+void Index::append(const uint8_t* codes, const uint8_t* blocks, size_t src_row, size_t n,
+                   const int64_t* ids) {
+  if (n == 0) return;
+  const size_t total = ntotal_ + n;
   // Reserve first: if memory runs out nothing has changed yet.
-  codes_.reserve(codes_.size() + n * cs);
-  ids_.reserve(ids_.size() + n);
-  if (row_of_valid_) row_of_.reserve(ntotal_ + n);
-  codes_.insert(codes_.end(), codes, codes + n * cs);
-  for (size_t i = 0; i < n; i++) {
-    const int64_t id = ids ? ids[i] : next_id_ + static_cast<int64_t>(i);
-    ids_.push_back(id);
-    if (row_of_valid_) {
-      // A map node allocation can fail after the reserves above; the id -> row map is a cache,
-      // so drop it (it is rebuilt on demand) rather than leave codes_/ids_ half appended.
-      try {
-        row_of_.emplace(id, ntotal_ + i);
-      } catch (...) {
-        row_of_valid_ = false;
-        row_of_.clear();
+  reserve_for(blocks_, layout_.bytes_for(total));
+  const bool store_ids = ids || ids_stored_;
+  if (store_ids) reserve_for(ids_, total);
+  if (row_of_valid_ && store_ids) row_of_.reserve(total);
+  if (ids) materialise_ids();  // within the reserved capacity: cannot throw
+  blocks_.resize(layout_.bytes_for(total));
+  if (codes) {
+    const size_t cs = layout_.code_size();
+    for (size_t i = 0; i < n; i++) layout_.put_row(blocks_.data(), ntotal_ + i, codes + i * cs);
+  } else {
+    layout_.copy_rows(blocks, src_row, blocks_.data(), ntotal_, n);
+  }
+  layout_.clear_tail(blocks_.data(), total);
+  int64_t next = next_id_;
+  if (ids_stored_) {
+    for (size_t i = 0; i < n; i++) {
+      const int64_t id = ids ? ids[i] : next_id_ + static_cast<int64_t>(i);
+      if (!ids_.empty() && ids_.back() >= id) ids_ascending_ = false;
+      ids_.push_back(id);
+      next = std::max(next, id + 1);
+      if (row_of_valid_) {
+        // A map node allocation can fail after the reserves above; the id -> row map is a
+        // cache, so drop it (it is rebuilt on demand) rather than leave the rows half appended.
+        try {
+          row_of_.emplace(id, ntotal_ + i);
+        } catch (...) {
+          row_of_valid_ = false;
+          row_of_.clear();
+        }
       }
     }
+  } else {
+    next = next_id_ + static_cast<int64_t>(n);  // implicit ids: next_id_ == ntotal_
   }
-  int64_t next = next_id_;
-  for (size_t i = ntotal_; i < ntotal_ + n; i++) next = std::max(next, ids_[i] + 1);
-  ntotal_ += n;
+  ntotal_ = total;
   next_id_ = next;
-  if (n) id_mode_ = ids ? IdMode::Explicit : IdMode::Sequential;
 }
 
 void Index::add(const float* x, size_t n, const int64_t* ids) {
@@ -122,7 +171,8 @@ void Index::add(const float* x, size_t n, const int64_t* ids) {
   encode(cb_, x, n, codes.data());
   std::unique_lock<WriterPreferringMutex> lock(mu_);
   check_id_mode(ids, n);
-  append(codes.data(), n, ids);
+  append(codes.data(), nullptr, 0, n, ids);
+  if (n) id_mode_ = ids ? IdMode::Explicit : IdMode::Sequential;
 }
 
 void Index::add_codes(const uint8_t* codes, size_t n, const int64_t* ids) {
@@ -131,188 +181,130 @@ void Index::add_codes(const uint8_t* codes, size_t n, const int64_t* ids) {
                 "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
   std::unique_lock<WriterPreferringMutex> lock(mu_);
   check_id_mode(ids, n);
-  append(codes, n, ids);
+  append(codes, nullptr, 0, n, ids);
+  if (n) id_mode_ = ids ? IdMode::Explicit : IdMode::Sequential;
 }
 
-const PackedCodes& Index::packed() const {
-  std::lock_guard<std::mutex> lock(packed_mu_);
-  if (packed_.n != ntotal_ || packed_.M != cb_.M || packed_.nbits != cb_.nbits) {
-    const size_t first = packed_.M == cb_.M && packed_.nbits == cb_.nbits ? packed_.n : 0;
-    if (first == 0) packed_.ids_ascending = true;
-    const int64_t* ids = ids_ptr();
-    for (size_t i = std::max<size_t>(first, 1); i < ntotal_ && packed_.ids_ascending; i++)
-      packed_.ids_ascending = ids[i - 1] < ids[i];
-    pack_codes(codes_ptr(), ntotal_, cb_.M, cb_.nbits, &packed_);
+void Index::merge_from(const Index& other, bool shift_ids) {
+  if (mapping_) throw ReadOnlyIndex();
+  SPQ_CHECK_ARG(&other != this, "other: cannot merge an index into itself");
+  SPQ_CHECK_ARG(other.cb_.M == cb_.M && other.cb_.K == cb_.K && other.cb_.dsub == cb_.dsub &&
+                    other.cb_.centroids == cb_.centroids,
+                "other: codebooks differ (merging needs the same codebooks)");
+  SPQ_CHECK_ARG(other.metric_ == metric_, "other: metric differs");
+  // Lock in address order so that a.merge_from(b) and b.merge_from(a) cannot deadlock.
+  std::unique_lock<WriterPreferringMutex> mine(mu_, std::defer_lock);
+  std::shared_lock<WriterPreferringMutex> theirs(other.mu_, std::defer_lock);
+  if (this < &other) {
+    mine.lock();
+    theirs.lock();
+  } else {
+    theirs.lock();
+    mine.lock();
   }
-  return packed_;
+  const size_t n = other.ntotal_;
+  if (n == 0) return;
+  SPQ_CHECK_ARG(id_mode_ == IdMode::Unset || other.id_mode_ == id_mode_,
+                "other: its ids are " +
+                    std::string(other.id_mode_ == IdMode::Explicit ? "user-given" : "assigned") +
+                    ", this index's are not");
+  const int64_t shift = shift_ids ? next_id_ : 0;
+  SPQ_CHECK_ARG(other.next_id_ <= INT64_MAX - 1 - shift, "shift_ids: id space exhausted");
+  const bool continues = !ids_stored_ && !other.ids_stored_ && shift == static_cast<int64_t>(ntotal_);
+  std::vector<int64_t> ids;
+  if (!continues) {
+    ids.resize(n);
+    for (size_t i = 0; i < n; i++) ids[i] = other.id_at(i) + shift;
+    size_t row;
+    for (size_t i = 0; i < n && !shift_ids; i++)
+      SPQ_CHECK_ARG(!find_row(ids[i], &row),
+                    "other: id " + std::to_string(ids[i]) +
+                        " is in both indexes (pass shift_ids=True to renumber other's ids)");
+  }
+  append(nullptr, other.blocks_ptr(), 0, n, continues ? nullptr : ids.data());
+  next_id_ = std::max(next_id_, other.next_id_ + shift);
+  id_mode_ = other.id_mode_;
 }
 
-void Index::search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, float* D,
-                        int64_t* I) const {
-  const PackedCodes& pc = packed();
-  const size_t n = ntotal_;
-  const size_t lut_size = static_cast<size_t>(cb_.M) * cb_.K;
-  const bool negate = metric_is_similarity(metric_);
-  const int nthreads = get_num_threads();
-  std::vector<float> luts(nq * lut_size);
-  std::vector<QuantizedLut> qluts(nq);
-  parallel_for((nq + kLutTaskQueries - 1) / kLutTaskQueries, [&](size_t t) {
-    for (size_t qi = t * kLutTaskQueries; qi < std::min(nq, (t + 1) * kLutTaskQueries); qi++) {
-      compute_lut(cb_, metric_, q + qi * dim(), luts.data() + qi * lut_size);
-      quantize_lut(luts.data() + qi * lut_size, cb_.M, cb_.nbits, &qluts[qi]);
-    }
-  });
-  // With ascending ids the heaps hold rows (same order), mapped to ids once at the end.
-  const int64_t* heap_ids = pc.ids_ascending ? nullptr : ids_ptr();
-  auto rows_to_ids = [&](int64_t* out) {
-    if (heap_ids) return;
-    for (size_t j = 0; j < k; j++)
-      if (out[j] >= 0) out[j] = ids_ptr()[out[j]];
-  };
-  const size_t nblocks = pc.nblocks();
-  const size_t min_blocks = kMinRowsPerTask / kFastScanBlock;
-  if (nq >= static_cast<size_t>(nthreads) || nblocks < 2 * min_blocks) {
-    // Parallel over query ranges; each range scans the database chunk by chunk (fastscan_topk).
-    const size_t ntasks = std::min(nq, static_cast<size_t>(nthreads) * 2);
-    const size_t per = (nq + ntasks - 1) / ntasks;
-    parallel_for(ntasks, [&](size_t t) {
-      const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
-      if (q0 >= q1) return;
-      std::vector<TopK> heaps(q1 - q0, TopK(k));
-      fastscan_topk(kernel, pc, codes_ptr(), heap_ids, n, luts.data() + q0 * lut_size,
-                    qluts.data() + q0, q1 - q0, 0, nblocks, heaps.data());
-      for (size_t qi = q0; qi < q1; qi++) {
-        heaps[qi - q0].write_sorted(D + qi * k, I + qi * k, negate);
-        rows_to_ids(I + qi * k);
-      }
-    });
-    return;
-  }
-  // Few queries: every query is split over database blocks so every core helps.
-  const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(nthreads));
-  const size_t per = (nblocks + ntasks - 1) / ntasks;
-  std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
-  std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
-  for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
-  parallel_for(ntasks, [&](size_t t) {
-    const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
-    if (b0 < b1)
-      fastscan_topk(kernel, pc, codes_ptr(), heap_ids, n, luts.data(), qluts.data(), nq, b0, b1,
-                    partial[t].data(), shared.get());
-  });
-  for (size_t qi = 0; qi < nq; qi++) {
-    for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);
-    partial[0][qi].write_sorted(D + qi * k, I + qi * k, negate);
-    rows_to_ids(I + qi * k);
-  }
-}
-
-void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const {
+void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+                   const int64_t* allow, size_t n_allow) const {
   SPQ_CHECK_ARG(k >= 1, "k: must be >= 1");
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  const Kernels& kern = kernels();
-  const ScanKernel fast = cb_.nbits == 4 ? kern.scan4 : cb_.nbits == 8 ? kern.scan8 : nullptr;
-  if (fast && ntotal_ > 0 && nq > 0) return search_fast(fast, q, nq, k, D, I);
-  const size_t n = ntotal_;
-  const uint8_t* codes = codes_ptr();
-  const int64_t* ids = ids_ptr();
-  const size_t cs = code_size();
-  const size_t D_ = dim();
-  const size_t lut_size = static_cast<size_t>(cb_.M) * cb_.K;
-  const bool negate = metric_is_similarity(metric_);
-  const int M = cb_.M, nbits = cb_.nbits;
-  const int nthreads = get_num_threads();
+  BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
+  std::vector<uint64_t> mask;
+  if (allow) {  // one word per block: bit j admits row b * 64 + j
+    mask.assign(CodeLayout::nblocks(ntotal_), 0);
+    size_t row;
+    for (size_t i = 0; i < n_allow; i++)
+      if (find_row(allow[i], &row)) mask[row / kBlockRows] |= uint64_t{1} << (row % kBlockRows);
+    src.allow = mask.data();
+  }
+  search_blocks(cb_, metric_, src, q, nq, k, D, I);
+}
 
-  if (nq >= static_cast<size_t>(nthreads) || n < 2 * kMinRowsPerTask) {
-    // Parallel over query blocks; inside a block, every query scans one code block before
-    // moving on, so the codes are read from memory once per block of queries.
-    const size_t qblock = std::max<size_t>(1, std::min(kQueryBlock, nq / nthreads));
-    const size_t rows_per_block = std::max<size_t>(32, kCodeBlockBytes / cs);
-    const size_t ntasks = (nq + qblock - 1) / qblock;
-    parallel_for(ntasks, [&](size_t t) {
-      const size_t q0 = t * qblock, q1 = std::min(nq, q0 + qblock);
-      std::vector<float> luts((q1 - q0) * lut_size);
-      std::vector<TopK> heaps;
-      heaps.reserve(q1 - q0);
-      for (size_t qi = q0; qi < q1; qi++) {
-        compute_lut(cb_, metric_, q + qi * D_, luts.data() + (qi - q0) * lut_size);
-        heaps.emplace_back(k);
-      }
-      for (size_t r0 = 0; r0 < n; r0 += rows_per_block) {
-        const size_t r1 = std::min(n, r0 + rows_per_block);
-        for (size_t qi = q0; qi < q1; qi++)
-          scan_codes(luts.data() + (qi - q0) * lut_size, codes, ids, r0, r1, M, nbits,
-                     heaps[qi - q0]);
-      }
-      for (size_t qi = q0; qi < q1; qi++)
-        heaps[qi - q0].write_sorted(D + qi * k, I + qi * k, negate);
-    });
-    return;
-  }
-  // Few queries, large database: each query is split over the database so every core helps.
-  const size_t ntasks = std::min<size_t>(n / kMinRowsPerTask, 4 * static_cast<size_t>(nthreads));
-  const size_t rows_per_task = (n + ntasks - 1) / ntasks;
-  std::vector<float> lut(lut_size);
-  for (size_t qi = 0; qi < nq; qi++) {
-    compute_lut(cb_, metric_, q + qi * D_, lut.data());
-    std::vector<TopK> partial(ntasks, TopK(k));
-    parallel_for(ntasks, [&](size_t t) {
-      const size_t r0 = t * rows_per_task, r1 = std::min(n, r0 + rows_per_task);
-      if (r0 < r1) scan_codes(lut.data(), codes, ids, r0, r1, M, nbits, partial[t]);
-    });
-    for (size_t t = 1; t < ntasks; t++) partial[0].merge(partial[t]);
-    partial[0].write_sorted(D + qi * k, I + qi * k, negate);
-  }
+void Index::range_search(const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
+                         std::vector<float>* D, std::vector<int64_t>* I) const {
+  SPQ_CHECK_ARG(std::isfinite(radius), "radius: must be finite");
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
+  const BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
+  range_search_blocks(cb_, metric_, src, q, nq, radius, lims, D, I);
 }
 
 size_t Index::remove(const int64_t* ids, size_t n) {
   if (mapping_) throw ReadOnlyIndex();
   std::unique_lock<WriterPreferringMutex> lock(mu_);
-  std::unordered_set<int64_t> doomed(ids, ids + n);
-  const size_t cs = code_size();
+  std::unordered_set<int64_t> doomed;
+  size_t row;
+  for (size_t i = 0; i < n; i++)
+    if (find_row(ids[i], &row)) doomed.insert(ids[i]);
+  if (doomed.empty()) return 0;
+  materialise_ids();  // ids stop being the row numbers
+  // Compact in place: kept rows move down over the removed ones, order preserved.
   size_t kept = 0;
   for (size_t i = 0; i < ntotal_; i++) {
     if (doomed.count(ids_[i])) continue;
     if (kept != i) {
-      std::memmove(codes_.data() + kept * cs, codes_.data() + i * cs, cs);
+      layout_.move_row(blocks_.data(), kept, i);
       ids_[kept] = ids_[i];
     }
     kept++;
   }
   const size_t removed = ntotal_ - kept;
-  if (removed) {
-    codes_.resize(kept * cs);
-    ids_.resize(kept);
-    ntotal_ = kept;
-    {
-      std::lock_guard<std::mutex> packed_lock(packed_mu_);
-      packed_.reset();
-    }
-    std::lock_guard<std::mutex> map_lock(row_of_mu_);
-    row_of_valid_ = false;
-    row_of_.clear();
-  }
+  layout_.clear_tail(blocks_.data(), kept);
+  blocks_.resize(layout_.bytes_for(kept));
+  ids_.resize(kept);
+  ntotal_ = kept;
+  ids_ascending_ = std::is_sorted(ids_.begin(), ids_.end()) &&
+                   std::adjacent_find(ids_.begin(), ids_.end()) == ids_.end();
+  std::lock_guard<std::mutex> map_lock(row_of_mu_);
+  row_of_valid_ = false;
+  row_of_.clear();
   return removed;
 }
 
 void Index::reconstruct(const int64_t* ids, size_t n, float* out) const {
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  const auto& rows = row_of();
-  const uint8_t* codes = codes_ptr();
   std::vector<size_t> where(n);
-  for (size_t i = 0; i < n; i++) {
-    auto it = rows.find(ids[i]);
-    if (it == rows.end()) throw IdNotFound(ids[i]);
-    where[i] = it->second;
-  }
   for (size_t i = 0; i < n; i++)
-    decode(cb_, codes + where[i] * code_size(), 1, out + i * dim());
+    if (!find_row(ids[i], &where[i])) throw IdNotFound(ids[i]);
+  std::vector<uint8_t> row(code_size());
+  for (size_t i = 0; i < n; i++) {
+    layout_.get_row(blocks_ptr(), where[i], row.data());
+    decode(cb_, row.data(), 1, out + i * dim());
+  }
 }
 
 void Index::snapshot(std::vector<uint8_t>* codes, std::vector<int64_t>* ids) const {
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  if (codes) codes->assign(codes_ptr(), codes_ptr() + ntotal_ * code_size());
-  if (ids) ids->assign(ids_ptr(), ids_ptr() + ntotal_);
+  if (codes) {
+    const size_t cs = code_size();
+    codes->resize(ntotal_ * cs);
+    for (size_t i = 0; i < ntotal_; i++) layout_.get_row(blocks_ptr(), i, codes->data() + i * cs);
+  }
+  if (ids) {
+    ids->resize(ntotal_);
+    for (size_t i = 0; i < ntotal_; i++) (*ids)[i] = id_at(i);
+  }
 }
 
 }  // namespace spqindex

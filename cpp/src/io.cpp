@@ -6,9 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <system_error>
+#include <thread>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -26,10 +30,12 @@ bool add_overflows(size_t a, size_t b, size_t* out) { return __builtin_add_overf
 bool mul_overflows(size_t a, size_t b, size_t* out) { return __builtin_mul_overflow(a, b, out); }
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-/// Header fields, in file order.
+/// Header fields (v1 has no flags, block rows, block bytes).
 struct Header {
-  uint32_t dim, M, nbits, metric, flags;
+  uint32_t version, dim, M, nbits, metric, id_mode;
   uint64_t ntotal, next_id;
+  uint32_t flags;
+  bool ids_stored() const { return version == 1 || (flags & kFlagIdsStored); }
 };
 
 void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
@@ -82,7 +88,7 @@ class Writer {
 /// Sequential reader over a file descriptor that hashes everything it reads.
 class Reader {
  public:
-  Reader(int fd, const std::string& path) : fd_(fd), path_(path) {}
+  Reader(int fd, const std::string& path, bool hash = true) : fd_(fd), path_(path), hash_on_(hash) {}
   void read(void* dst, size_t len) {
     uint8_t* p = static_cast<uint8_t*>(dst);
     size_t left = len;
@@ -96,7 +102,7 @@ class Reader {
       p += r;
       left -= static_cast<size_t>(r);
     }
-    hash_.update(dst, len);
+    if (hash_on_) hash_.update(dst, len);
   }
   void skip(size_t len) {
     uint8_t buf[64];
@@ -111,6 +117,7 @@ class Reader {
  private:
   int fd_;
   std::string path_;
+  bool hash_on_;
   XXH64 hash_;
 };
 
@@ -125,27 +132,46 @@ struct Fd {
   throw std::invalid_argument("index file " + path + ": " + what);
 }
 
-/// Parses and checks the fixed part of a file; `prefix` holds its first kCodebooksOffset bytes.
-Header parse_header(const uint8_t* prefix, size_t file_bytes, const std::string& path,
-                    FileLayout* layout) {
+/// Parses and checks the fixed part of a file; `prefix` holds its first min(64, size) bytes.
+Header parse_header(const uint8_t* prefix, size_t prefix_len, size_t file_bytes,
+                    const std::string& path, FileLayout* layout) {
   if (std::memcmp(prefix, kMagic, 8) != 0) bad_file(path, "not an spqindex file (bad magic)");
-  const uint32_t version = get_u32(prefix + 8);
-  if (version != kFormatVersion)
-    bad_file(path, "unsupported format version " + std::to_string(version) + " (this build reads " +
-                       std::to_string(kFormatVersion) + ")");
-  if (get_u32(prefix + 12) != kHeaderBytes) bad_file(path, "bad header length");
+  Header hd{};
+  hd.version = get_u32(prefix + 8);
+  if (hd.version != 1 && hd.version != kFormatVersion)
+    bad_file(path, "unsupported format version " + std::to_string(hd.version) +
+                       " (this build reads 1 and " + std::to_string(kFormatVersion) + ")");
+  const uint32_t header_bytes = hd.version == 1 ? kHeaderBytesV1 : kHeaderBytes;
+  if (get_u32(prefix + 12) != header_bytes) bad_file(path, "bad header length");
+  if (prefix_len < kHeaderOffset + header_bytes) bad_file(path, "too short to be an index file");
   const uint8_t* h = prefix + kHeaderOffset;
-  Header hd{get_u32(h), get_u32(h + 4), get_u32(h + 8), get_u32(h + 12), get_u32(h + 16),
-            get_u64(h + 20), get_u64(h + 28)};
+  hd.dim = get_u32(h);
+  hd.M = get_u32(h + 4);
+  hd.nbits = get_u32(h + 8);
+  hd.metric = get_u32(h + 12);
+  hd.id_mode = get_u32(h + 16);
+  hd.ntotal = get_u64(h + 20);
+  hd.next_id = get_u64(h + 28);
   if (hd.M < 1 || hd.M > (1u << 16)) bad_file(path, "bad M " + std::to_string(hd.M));
   if (hd.dim < 1 || hd.dim > (1u << 24) || hd.dim % hd.M)
     bad_file(path, "bad dim " + std::to_string(hd.dim) + " for M " + std::to_string(hd.M));
   if (hd.nbits < 1 || hd.nbits > 8) bad_file(path, "bad nbits " + std::to_string(hd.nbits));
   if (hd.metric > 2) bad_file(path, "unknown metric id " + std::to_string(hd.metric));
-  if (hd.flags > 2) bad_file(path, "unknown flags " + std::to_string(hd.flags));
+  if (hd.id_mode > 2) bad_file(path, "unknown flags (id mode " + std::to_string(hd.id_mode) + ")");
   if (hd.next_id > static_cast<uint64_t>(INT64_MAX)) bad_file(path, "bad next id");
+  if (hd.version != 1) {
+    hd.flags = get_u32(h + 36);
+    if (hd.flags & ~(kFlagIdsStored | kFlagIdsAscending))
+      bad_file(path, "unknown flags " + std::to_string(hd.flags));
+    if (get_u32(h + 40) != kBlockRows) bad_file(path, "bad block rows");
+    if (get_u32(h + 44) != CodeLayout(hd.M, hd.nbits).block_bytes()) bad_file(path, "bad block bytes");
+    // Implicit ids are the rows 0..n-1, which only assigned ids can be.
+    if (!(hd.flags & kFlagIdsStored) && (hd.id_mode == 2 || hd.next_id != hd.ntotal))
+      bad_file(path, "ids missing (flags say none are stored)");
+  }
+  if (hd.ntotal > 0 && hd.id_mode == 0) bad_file(path, "unknown flags (id mode unset with rows)");
   try {
-    *layout = file_layout(hd.dim, hd.M, hd.nbits, hd.ntotal);
+    *layout = file_layout(hd.version, hd.dim, hd.M, hd.nbits, hd.ntotal, hd.ids_stored());
   } catch (const std::invalid_argument&) {
     bad_file(path, "impossible ntotal " + std::to_string(hd.ntotal));
   }
@@ -155,8 +181,8 @@ Header parse_header(const uint8_t* prefix, size_t file_bytes, const std::string&
   return hd;
 }
 
-/// Semantic checks of the ids once the checksum has passed.
-void check_ids(const int64_t* ids, size_t n, uint64_t next_id, const std::string& path) {
+/// Semantic checks of the ids once the checksum has passed; returns whether they ascend.
+bool check_ids(const int64_t* ids, size_t n, uint64_t next_id, const std::string& path) {
   bool increasing = true;
   for (size_t i = 0; i < n; i++) {
     if (ids[i] < 0 || static_cast<uint64_t>(ids[i]) >= next_id) bad_file(path, "id out of range");
@@ -166,23 +192,131 @@ void check_ids(const int64_t* ids, size_t n, uint64_t next_id, const std::string
     std::unordered_set<int64_t> seen(ids, ids + n);
     if (seen.size() != n) bad_file(path, "duplicate ids");
   }
+  return increasing;
+}
+
+void check_codebooks(const std::vector<float>& centroids, const std::string& path) {
+  for (float v : centroids)
+    if (!std::isfinite(v)) bad_file(path, "codebooks contain NaN or Inf");
+}
+
+/// Writes a file through `body` to a temporary next to `path`, fsyncs it, renames it onto
+/// `path` and fsyncs the directory: readers see the old file or the new one, never a part.
+void atomic_write(const std::string& path, const std::function<void(Writer&)>& body) {
+  std::string tmp = path + ".tmp-XXXXXX";
+  Fd f;
+  f.fd = ::mkstemp(&tmp[0]);
+  if (f.fd < 0) throw IoError(errno, "cannot create temporary file next to", path);
+  try {
+    Writer w(f.fd, tmp);
+    body(w);
+    w.finish();
+    if (::fchmod(f.fd, 0644) != 0) throw IoError(errno, "cannot set permissions of", tmp);
+    if (::fsync(f.fd) != 0) throw IoError(errno, "cannot fsync", tmp);
+    int fd = f.fd;
+    f.fd = -1;
+    if (::close(fd) != 0) throw IoError(errno, "cannot close", tmp);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw IoError(errno, "cannot rename onto", path);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  // Make the rename itself durable.
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (dir.empty()) dir = "/";
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+/// Writes the v2 prefix (magic, version, header) and the codebooks, padded to the codes.
+void write_head(Writer& w, const Codebooks& cb, Metric metric, IdMode mode, uint64_t ntotal,
+                uint64_t next_id, uint32_t flags, const FileLayout& layout) {
+  uint8_t prefix[kCodebooksOffset] = {};
+  std::memcpy(prefix, kMagic, 8);
+  put_u32(prefix + 8, kFormatVersion);
+  put_u32(prefix + 12, kHeaderBytes);
+  uint8_t* h = prefix + kHeaderOffset;
+  put_u32(h, cb.dim());
+  put_u32(h + 4, cb.M);
+  put_u32(h + 8, cb.nbits);
+  put_u32(h + 12, static_cast<uint32_t>(metric));
+  put_u32(h + 16, static_cast<uint32_t>(mode));
+  put_u64(h + 20, ntotal);
+  put_u64(h + 28, next_id);
+  put_u32(h + 36, flags);
+  put_u32(h + 40, kBlockRows);
+  put_u32(h + 44, static_cast<uint32_t>(CodeLayout(cb.M, cb.nbits).block_bytes()));
+  w.write(prefix, sizeof prefix);
+  w.write(cb.centroids.data(), layout.codebooks_bytes);
+  w.zeros(layout.codes_offset - w.offset());
+}
+
+/// Opens a file for reading: its size and first bytes.
+struct OpenFile {
+  Fd f;
+  size_t bytes = 0;
+  uint8_t prefix[kCodebooksOffset] = {};
+  size_t prefix_len = 0;
+};
+
+void open_file(const std::string& path, OpenFile* of) {
+  of->f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (of->f.fd < 0) throw IoError(errno, "cannot open index file", path);
+  struct stat st;
+  if (::fstat(of->f.fd, &st) != 0) throw IoError(errno, "cannot stat index file", path);
+  if (!S_ISREG(st.st_mode)) throw IoError(EISDIR, "not a regular file", path);
+  of->bytes = static_cast<size_t>(st.st_size);
+}
+
+void populate_async(const std::shared_ptr<FileMapping>& m, size_t offset, size_t len) {
+  // Maps the pages into the page table ahead of the first search (a page fault per 4 KiB of
+  // codes otherwise lands on that search); off the calling thread so opening stays O(1). On a
+  // cold page cache this is also the read-ahead. Kernels before 5.14 lack the advice: no-op.
+#ifdef __linux__
+  constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t begin = offset / page * page;
+  if (begin >= m->size() || len == 0) return;
+  const size_t end = std::min(m->size(), offset + len);
+  try {
+    std::thread([keep = m, p = m->data() + begin, n = end - begin] {
+      ::madvise(const_cast<uint8_t*>(p), n, kPopulateRead);
+    }).detach();
+  } catch (const std::system_error&) {  // no thread available: the search faults pages in
+  }
+#else
+  (void)m;
+  (void)offset;
+  (void)len;
+#endif
 }
 
 }  // namespace
 
-FileLayout file_layout(uint32_t dim, uint32_t M, uint32_t nbits, uint64_t ntotal) {
+FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits,
+                       uint64_t ntotal, bool ids_stored) {
   FileLayout l{};
   const size_t K = size_t{1} << nbits;
-  const size_t code_size = (static_cast<size_t>(M) * nbits + 7) / 8;
   l.codebooks_bytes = 4 * K * dim;  // M * K * dsub floats; dim <= 2^24 so no overflow
-  l.codes_offset = align_up(kCodebooksOffset + l.codebooks_bytes, 64);
-  size_t ids_bytes, end;
-  if (ntotal > (uint64_t{1} << 56) || mul_overflows(ntotal, code_size, &l.codes_bytes) ||
-      add_overflows(l.codes_offset, l.codes_bytes, &end) ||
-      mul_overflows(ntotal, 8, &ids_bytes))
+  const size_t cb_offset = version == 1 ? kCodebooksOffsetV1 : kCodebooksOffset;
+  l.codes_offset = align_up(cb_offset + l.codebooks_bytes, 64);
+  size_t end;
+  if (ntotal > (uint64_t{1} << 56)) throw std::invalid_argument("ntotal: too large");
+  const CodeLayout cl(static_cast<int>(M), static_cast<int>(nbits));
+  if (version == 1) {
+    if (mul_overflows(ntotal, cl.code_size(), &l.codes_bytes))
+      throw std::invalid_argument("ntotal: too large");
+  } else {
+    l.codes_bytes = cl.bytes_for(ntotal);
+  }
+  if (add_overflows(l.codes_offset, l.codes_bytes, &end) ||
+      mul_overflows(ntotal, ids_stored ? 8 : 0, &l.ids_bytes))
     throw std::invalid_argument("ntotal: too large");
-  l.ids_offset = align_up(end, 8);
-  if (add_overflows(l.ids_offset, ids_bytes, &end) || add_overflows(end, 8, &l.file_bytes))
+  l.ids_offset = version == 1 ? align_up(end, 8) : end;
+  if (add_overflows(l.ids_offset, l.ids_bytes, &end) || add_overflows(end, 8, &l.file_bytes))
     throw std::invalid_argument("ntotal: too large");
   return l;
 }
@@ -205,133 +339,240 @@ FileMapping::~FileMapping() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+/// Index internals for the file code (friend of Index).
+struct IndexFile {
+  static const uint8_t* blocks(const Index& x) { return x.blocks_ptr(); }
+  static int64_t id_at(const Index& x, size_t row) { return x.id_at(row); }
+  static bool ids_stored(const Index& x) { return x.ids_stored_; }
+  static bool ids_ascending(const Index& x) { return x.ids_ascending_; }
+  static uint64_t next_id(const Index& x) { return static_cast<uint64_t>(x.next_id_); }
+  static IdMode id_mode(const Index& x) { return x.id_mode_; }
+};
+
 void Index::save(const std::string& path) const {
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  const FileLayout layout = file_layout(dim(), cb_.M, cb_.nbits, ntotal_);
-  std::string tmp = path + ".tmp-XXXXXX";
-  Fd f;
-  f.fd = ::mkstemp(&tmp[0]);
-  if (f.fd < 0) throw IoError(errno, "cannot create temporary file next to", path);
-  try {
-    Writer w(f.fd, tmp);
-    uint8_t prefix[kCodebooksOffset] = {};
-    std::memcpy(prefix, kMagic, 8);
-    put_u32(prefix + 8, kFormatVersion);
-    put_u32(prefix + 12, kHeaderBytes);
-    uint8_t* h = prefix + kHeaderOffset;
-    put_u32(h, dim());
-    put_u32(h + 4, cb_.M);
-    put_u32(h + 8, cb_.nbits);
-    put_u32(h + 12, static_cast<uint32_t>(metric_));
-    put_u32(h + 16, static_cast<uint32_t>(id_mode_));
-    put_u64(h + 20, ntotal_);
-    put_u64(h + 28, static_cast<uint64_t>(next_id_));
-    w.write(prefix, sizeof prefix);
-    w.write(cb_.centroids.data(), layout.codebooks_bytes);
-    w.zeros(layout.codes_offset - w.offset());
-    w.write(codes_ptr(), layout.codes_bytes);
-    w.zeros(layout.ids_offset - w.offset());
-    w.write(ids_ptr(), ntotal_ * sizeof(int64_t));
-    w.finish();
-    SPQ_CHECK(w.offset() == layout.file_bytes);
-    if (::fchmod(f.fd, 0644) != 0) throw IoError(errno, "cannot set permissions of", tmp);
-    if (::fsync(f.fd) != 0) throw IoError(errno, "cannot fsync", tmp);
-    int fd = f.fd;
-    f.fd = -1;
-    if (::close(fd) != 0) throw IoError(errno, "cannot close", tmp);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw IoError(errno, "cannot rename onto", path);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename itself durable.
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-  if (dir.empty()) dir = "/";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  const FileLayout layout = file_layout(kFormatVersion, dim(), cb_.M, cb_.nbits, ntotal_, ids_stored_);
+  const uint32_t flags = (ids_stored_ ? kFlagIdsStored : 0) | (ids_ascending_ ? kFlagIdsAscending : 0);
+  atomic_write(path, [&](Writer& w) {
+    write_head(w, cb_, metric_, id_mode_, ntotal_, static_cast<uint64_t>(next_id_), flags, layout);
+    w.write(blocks_ptr(), layout.codes_bytes);
+    if (ids_stored_) w.write(ids_ptr(), layout.ids_bytes);
+    SPQ_CHECK(w.offset() + 8 == layout.file_bytes);
+  });
 }
 
-std::unique_ptr<Index> Index::load(const std::string& path, bool mmap) {
+std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool verify) {
   std::shared_ptr<FileMapping> mapping;
-  Fd f;
-  size_t file_bytes;
-  uint8_t prefix[kCodebooksOffset];
+  OpenFile of;
   std::unique_ptr<Reader> reader;
   if (mmap) {
     mapping = std::make_shared<FileMapping>(path);
-    file_bytes = mapping->size();
+    of.bytes = mapping->size();
+    of.prefix_len = std::min(of.bytes, kCodebooksOffset);
+    std::memcpy(of.prefix, mapping->data(), of.prefix_len);
   } else {
-    f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0) throw IoError(errno, "cannot open index file", path);
-    struct stat st;
-    if (::fstat(f.fd, &st) != 0) throw IoError(errno, "cannot stat index file", path);
-    if (!S_ISREG(st.st_mode)) throw IoError(EISDIR, "not a regular file", path);
-    file_bytes = static_cast<size_t>(st.st_size);
-    reader = std::make_unique<Reader>(f.fd, path);
+    open_file(path, &of);
+    reader = std::make_unique<Reader>(of.f.fd, path, verify);
+    of.prefix_len = std::min(of.bytes, kCodebooksOffset);
+    if (of.bytes < kCodebooksOffsetV1 + 8) bad_file(path, "too short to be an index file");
+    reader->read(of.prefix, of.prefix_len);
   }
-  if (file_bytes < kCodebooksOffset + 8) bad_file(path, "too short to be an index file");
-  if (mapping) std::memcpy(prefix, mapping->data(), sizeof prefix);
-  else reader->read(prefix, sizeof prefix);
+  if (of.bytes < kCodebooksOffsetV1 + 8) bad_file(path, "too short to be an index file");
   FileLayout layout;
-  const Header hd = parse_header(prefix, file_bytes, path, &layout);
+  const Header hd = parse_header(of.prefix, of.prefix_len, of.bytes, path, &layout);
+  if (hd.version == 1 && mmap)
+    bad_file(path, "format version 1 cannot be memory-mapped (its codes are not in the search "
+                   "layout); load it with mmap=False, or convert it once with "
+                   "`spqindex upgrade OLD NEW`");
   const size_t ntotal = hd.ntotal;
-  const size_t code_size = (static_cast<size_t>(hd.M) * hd.nbits + 7) / 8;
+  const size_t cb_offset = hd.version == 1 ? kCodebooksOffsetV1 : kCodebooksOffset;
+  const CodeLayout cl(static_cast<int>(hd.M), static_cast<int>(hd.nbits));
 
   // The file length matched the header, so every allocation below is backed by file bytes.
   std::vector<float> centroids(layout.codebooks_bytes / 4);
-  std::vector<uint8_t> codes;
+  std::vector<uint8_t> codes;  // v2: stored blocks; v1: FAISS rows
   std::vector<int64_t> ids;
   const uint8_t* codes_p;
-  const int64_t* ids_p;
+  const int64_t* ids_p = nullptr;
   if (mapping) {
     const uint8_t* base = mapping->data();
-    std::memcpy(centroids.data(), base + kCodebooksOffset, layout.codebooks_bytes);
-    const uint64_t stored = get_u64(base + file_bytes - 8);
-    if (xxh64(base, file_bytes - 8) != stored) bad_file(path, "checksum mismatch (corrupted)");
+    std::memcpy(centroids.data(), base + cb_offset, layout.codebooks_bytes);
+    if (verify && xxh64(base, of.bytes - 8) != get_u64(base + of.bytes - 8))
+      bad_file(path, "checksum mismatch (corrupted)");
     codes_p = base + layout.codes_offset;
-    ids_p = reinterpret_cast<const int64_t*>(base + layout.ids_offset);
+    if (hd.ids_stored()) ids_p = reinterpret_cast<const int64_t*>(base + layout.ids_offset);
+    if (!verify) populate_async(mapping, layout.codes_offset, layout.codes_bytes + layout.ids_bytes);
   } else {
-    reader->read(centroids.data(), layout.codebooks_bytes);
-    reader->skip(layout.codes_offset - kCodebooksOffset - layout.codebooks_bytes);
+    // The prefix read may already hold the first codebook bytes (v1: header is 12 bytes shorter).
+    const size_t cb_end = cb_offset + layout.codebooks_bytes;
+    const size_t have = of.prefix_len > cb_offset ? std::min(of.prefix_len, cb_end) - cb_offset : 0;
+    std::memcpy(centroids.data(), of.prefix + cb_offset, have);
+    reader->read(reinterpret_cast<uint8_t*>(centroids.data()) + have, layout.codebooks_bytes - have);
+    reader->skip(layout.codes_offset - std::max(of.prefix_len, cb_end));
     codes.resize(layout.codes_bytes);
     reader->read(codes.data(), layout.codes_bytes);
     reader->skip(layout.ids_offset - layout.codes_offset - layout.codes_bytes);
-    ids.resize(ntotal);
-    reader->read(ids.data(), ntotal * sizeof(int64_t));
+    if (hd.ids_stored()) {
+      ids.resize(ntotal);
+      reader->read(ids.data(), layout.ids_bytes);
+      ids_p = ids.data();
+    }
     const uint64_t computed = reader->digest();
     uint64_t stored;
-    Reader tail(f.fd, path);
+    Reader tail(of.f.fd, path);
     tail.read(&stored, 8);
-    if (computed != stored) bad_file(path, "checksum mismatch (corrupted)");
+    if (verify && computed != stored) bad_file(path, "checksum mismatch (corrupted)");
     codes_p = codes.data();
-    ids_p = ids.data();
   }
-  const uint32_t K = 1u << hd.nbits;
-  for (float v : centroids)
-    if (!std::isfinite(v)) bad_file(path, "codebooks contain NaN or Inf");
-  if (!codes_valid(codes_p, ntotal, static_cast<int>(hd.M), static_cast<int>(hd.nbits)))
-    bad_file(path, "codes have nonzero padding bits");
-  check_ids(ids_p, ntotal, hd.next_id, path);
+  check_codebooks(centroids, path);
+  bool ascending = hd.version == 1 || (hd.flags & kFlagIdsAscending);
+  if (verify || hd.version == 1) {
+    const bool valid = hd.version == 1 ? codes_valid(codes_p, ntotal, hd.M, hd.nbits)
+                                       : cl.canonical(codes_p, ntotal);
+    if (!valid) bad_file(path, "codes have nonzero padding bits");
+    if (ids_p) {
+      const bool asc = check_ids(ids_p, ntotal, hd.next_id, path);
+      if (hd.version != 1 && asc != ((hd.flags & kFlagIdsAscending) != 0))
+        bad_file(path, "ids ascending flag does not match the ids");
+      ascending = asc;
+    }
+  }
 
-  Codebooks cb(static_cast<int>(hd.M), static_cast<int>(K), static_cast<int>(hd.dim / hd.M),
+  Codebooks cb(static_cast<int>(hd.M), 1 << hd.nbits, static_cast<int>(hd.dim / hd.M),
                centroids.data());
   auto index = std::make_unique<Index>(std::move(cb), static_cast<Metric>(hd.metric));
-  index->ntotal_ = ntotal;
-  index->next_id_ = static_cast<int64_t>(hd.next_id);
-  index->id_mode_ = static_cast<IdMode>(hd.flags);
-  (void)code_size;
-  if (mapping) {
+  if (hd.version == 1) {  // converted in memory: blocks, and ids only if they carry information
+    bool implicit = hd.id_mode != 2 && hd.next_id == ntotal;
+    for (size_t i = 0; i < ntotal && implicit; i++) implicit = ids[i] == static_cast<int64_t>(i);
+    index->append(codes.data(), nullptr, 0, ntotal, implicit ? nullptr : ids.data());
+  } else if (mapping) {
     index->mapping_ = std::move(mapping);
-    index->mapped_codes_ = codes_p;
+    index->mapped_blocks_ = codes_p;
     index->mapped_ids_ = ids_p;
+    index->ids_stored_ = ids_p != nullptr;
+    index->ids_ascending_ = ids_p == nullptr || ascending;
+    index->ntotal_ = ntotal;
   } else {
-    index->codes_ = std::move(codes);
+    index->blocks_ = std::move(codes);
     index->ids_ = std::move(ids);
+    index->ids_stored_ = ids_p != nullptr;
+    index->ids_ascending_ = ids_p == nullptr || ascending;
+    index->ntotal_ = ntotal;
   }
+  index->next_id_ = static_cast<int64_t>(hd.next_id);
+  index->id_mode_ = static_cast<IdMode>(hd.id_mode);
   return index;
+}
+
+FileSummary verify_file(const std::string& path) {
+  OpenFile of;
+  open_file(path, &of);
+  uint8_t prefix[kCodebooksOffset] = {};
+  const size_t len = std::min(of.bytes, kCodebooksOffset);
+  Reader r(of.f.fd, path, false);
+  if (of.bytes < kCodebooksOffsetV1 + 8) bad_file(path, "too short to be an index file");
+  r.read(prefix, len);
+  FileLayout layout;
+  const Header hd = parse_header(prefix, len, of.bytes, path, &layout);
+  auto index = Index::load(path, hd.version != 1, true);
+  return FileSummary{hd.version, hd.dim,     hd.M,          hd.nbits,
+                     hd.metric,  hd.id_mode, hd.ntotal,     hd.next_id,
+                     IndexFile::ids_stored(*index)};
+}
+
+void merge_files(const std::string& out, const std::vector<std::string>& inputs, bool shift_ids) {
+  SPQ_CHECK_ARG(!inputs.empty(), "inputs: at least one file is needed");
+  // Pass 1: check every input (mapped, so nothing grows with n but the id set below) and
+  // work out the output header as a chain of Index::merge_from calls would.
+  struct Part {
+    uint64_t n, shift;
+  };
+  std::vector<Part> parts;
+  std::unique_ptr<Index> first;
+  uint64_t ntotal = 0, next_id = 0;
+  bool stored = false, ascending = true;
+  int64_t last_id = -1;
+  IdMode mode = IdMode::Unset;
+  std::unordered_set<int64_t> seen;  // only without shift_ids: ids must not collide
+  for (const std::string& in : inputs) {
+    auto x = Index::load(in, true, true);
+    if (!first) first = Index::load(in, true, false);
+    SPQ_CHECK_ARG(x->codebooks().centroids == first->codebooks().centroids &&
+                      x->codebooks().M == first->codebooks().M &&
+                      x->codebooks().K == first->codebooks().K,
+                  "inputs: " + in + " has other codebooks than " + inputs[0]);
+    SPQ_CHECK_ARG(x->metric() == first->metric(), "inputs: " + in + " has another metric");
+    const uint64_t n = x->ntotal();
+    const uint64_t shift = shift_ids ? next_id : 0;
+    parts.push_back({n, shift});
+    if (n == 0) continue;
+    const IdMode m = IndexFile::id_mode(*x);
+    SPQ_CHECK_ARG(mode == IdMode::Unset || m == mode,
+                  "inputs: " + in + " mixes user-given and assigned ids with the earlier files");
+    SPQ_CHECK_ARG(IndexFile::next_id(*x) <= static_cast<uint64_t>(INT64_MAX) - 1 - shift,
+                  "shift_ids: id space exhausted");
+    const bool continues = !stored && !IndexFile::ids_stored(*x) && shift == ntotal;
+    if (!continues) stored = true;
+    for (uint64_t r = 0; r < n; r++) {
+      const int64_t id = IndexFile::id_at(*x, r) + static_cast<int64_t>(shift);
+      if (id <= last_id) ascending = false;
+      last_id = id;
+      if (!shift_ids)
+        SPQ_CHECK_ARG(seen.insert(id).second,
+                      "inputs: id " + std::to_string(id) + " is in more than one file");
+    }
+    next_id = std::max(next_id, IndexFile::next_id(*x) + shift);
+    ntotal += n;
+    mode = m;
+  }
+  seen = {};
+  const CodeLayout cl(first->codebooks().M, first->codebooks().nbits);
+  const FileLayout layout =
+      file_layout(kFormatVersion, first->dim(), cl.M(), cl.nbits(), ntotal, stored);
+  const uint32_t flags = (stored ? kFlagIdsStored : 0) | (stored && !ascending ? 0 : kFlagIdsAscending);
+  // Pass 2: stream. Codes go through a chunk of whole output blocks.
+  atomic_write(out, [&](Writer& w) {
+    write_head(w, first->codebooks(), first->metric(), mode, ntotal, next_id, flags, layout);
+    const size_t chunk_blocks = std::max<size_t>(1, (4u << 20) / cl.block_bytes());
+    std::vector<uint8_t> chunk(chunk_blocks * cl.block_bytes(), 0);
+    const size_t chunk_rows = chunk_blocks * kBlockRows;
+    size_t chunk_row0 = 0, out_row = 0;
+    for (size_t i = 0; i < inputs.size(); i++) {
+      if (parts[i].n == 0) continue;
+      auto x = Index::load(inputs[i], true, false);
+      size_t r = 0;
+      while (r < parts[i].n) {
+        const size_t take = std::min<size_t>(parts[i].n - r, chunk_row0 + chunk_rows - out_row);
+        cl.copy_rows(IndexFile::blocks(*x), r, chunk.data(), out_row - chunk_row0, take);
+        r += take;
+        out_row += take;
+        if (out_row == chunk_row0 + chunk_rows) {
+          w.write(chunk.data(), chunk.size());
+          std::fill(chunk.begin(), chunk.end(), 0);
+          chunk_row0 = out_row;
+        }
+      }
+    }
+    if (out_row > chunk_row0) {
+      cl.clear_tail(chunk.data(), out_row - chunk_row0);
+      w.write(chunk.data(), CodeLayout::nblocks(out_row - chunk_row0) * cl.block_bytes());
+    }
+    if (stored) {
+      std::vector<int64_t> buf;
+      for (size_t i = 0; i < inputs.size(); i++) {
+        if (parts[i].n == 0) continue;
+        auto x = Index::load(inputs[i], true, false);
+        for (uint64_t r0 = 0; r0 < parts[i].n; r0 += 1 << 16) {
+          const uint64_t r1 = std::min<uint64_t>(parts[i].n, r0 + (1 << 16));
+          buf.resize(r1 - r0);
+          for (uint64_t r = r0; r < r1; r++)
+            buf[r - r0] = IndexFile::id_at(*x, r) + static_cast<int64_t>(parts[i].shift);
+          w.write(buf.data(), buf.size() * 8);
+        }
+      }
+    }
+    SPQ_CHECK(w.offset() + 8 == layout.file_bytes);
+  });
 }
 
 }  // namespace spqindex

@@ -1,5 +1,6 @@
 #include "spqindex/scan.h"
 
+#include "spqindex/code_layout.h"
 #include "spqindex/codes.h"
 
 namespace spqindex {
@@ -51,6 +52,36 @@ void scan_codes(const float* lut, const uint8_t* codes, const int64_t* ids, size
   } else {
     scan_rows(codes, cs, ids, begin, end, topk,
               [&](const uint8_t* c) { return adc_score(lut, c, M, nbits); });
+  }
+}
+
+void block_scores(const float* lut, const CodeLayout& layout, const uint8_t* block, float* out) {
+  const int M = layout.M();
+  const CodeLayout::Kind kind = layout.kind();
+  if (kind == CodeLayout::Kind::Rows) {
+    for (size_t j = 0; j < kBlockRows; j++)
+      out[j] = adc_score(lut, block + j * layout.code_size(), M, layout.nbits());
+    return;
+  }
+  // Eight bytes o..o+7 of a 64-byte record belong to eight rows; their sums stay in registers
+  // while m runs in order (each row's sum is the sequential one: bit-identical to adc_score).
+  for (size_t o = 0; o < 64; o += 8) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (kind == CodeLayout::Kind::Fast8) {
+      for (int m = 0; m < M; m++) {
+        const uint8_t* b = block + static_cast<size_t>(m) * 64 + o;
+        const float* l = lut + m * 256;
+        for (int t = 0; t < 8; t++) acc[t] += l[b[t]];
+      }
+    } else {
+      for (int m = 0; m < M; m++) {
+        const uint8_t* b = block + static_cast<size_t>(m >> 1) * 64 + o;
+        const float* l = lut + m * 16;
+        const int shift = (m & 1) * 4;
+        for (int t = 0; t < 8; t++) acc[t] += l[(b[t] >> shift) & 15];
+      }
+    }
+    for (size_t t = 0; t < 8; t++) out[CodeLayout::row_at(kind, o + t)] = acc[t];
   }
 }
 

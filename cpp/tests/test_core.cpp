@@ -408,11 +408,13 @@ void test_save_load_roundtrip_and_corruption() {
 }
 
 void test_file_layout_overflow() {
-  EXPECT_THROW(std::invalid_argument, file_layout(8, 4, 8, UINT64_MAX));
-  EXPECT_THROW(std::invalid_argument, file_layout(8, 4, 8, (uint64_t{1} << 56) + 1));
-  FileLayout l = file_layout(8, 4, 8, uint64_t{1} << 32);  // > 2^31 code bytes: 64-bit offsets
+  for (uint32_t v : {1u, kFormatVersion}) {
+    EXPECT_THROW(std::invalid_argument, file_layout(v, 8, 4, 8, UINT64_MAX, true));
+    EXPECT_THROW(std::invalid_argument, file_layout(v, 8, 4, 8, (uint64_t{1} << 56) + 1, true));
+  }
+  FileLayout l = file_layout(kFormatVersion, 8, 4, 8, uint64_t{1} << 32, true);  // 64-bit offsets
   CHECK(l.codes_bytes == (uint64_t{1} << 32) * 4);
-  CHECK(l.codes_offset % 64 == 0 && l.ids_offset % 8 == 0);
+  CHECK(l.codes_offset % 64 == 0 && l.ids_offset % 64 == 0);
   CHECK(l.file_bytes == l.ids_offset + (uint64_t{1} << 32) * 8 + 8);
 }
 

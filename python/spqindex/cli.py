@@ -153,6 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny run for smoke tests (seconds, meaningless numbers)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_runtime(p)
+
+    p = sub.add_parser("verify", help="check an index file completely without loading it",
+                       description="Checks the checksum, header, codebooks, codes and ids of an index file "
+                                   "(version-2 files are memory-mapped, not read into memory) and prints a summary.")
+    p.add_argument("path", help="index file")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+
+    p = sub.add_parser("upgrade", help="convert an index file to the current format version",
+                       description="Reads OLD (any supported version, fully verified) and writes NEW in the "
+                                   "current format, atomically. OLD and NEW may be the same path.")
+    p.add_argument("old", metavar="OLD", help="index file to read")
+    p.add_argument("new", metavar="NEW", help="index file to write")
+
+    p = sub.add_parser("merge", help="merge index files into one, streaming",
+                       description="Writes OUT holding every vector of IN... in order (as Index.merge_from "
+                                   "would), streaming the inputs instead of loading them; written atomically. "
+                                   "Inputs need the same codebooks and metric and the current format version.")
+    p.add_argument("out", metavar="OUT", help="index file to write")
+    p.add_argument("inputs", metavar="IN", nargs="+", help="index files to merge")
+    p.add_argument("--shift-ids", action="store_true",
+                   help="renumber each input's ids after the ids so far (else a repeated id is an error)")
     return parser
 
 

@@ -173,3 +173,37 @@ def demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(args)
+
+
+def verify(args) -> int:
+    from . import _core
+
+    summary = _core.verify_file(args.path)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        ids = "stored" if summary["ids_stored"] else "implicit (0..n-1)"
+        print(f"{args.path}: ok (format version {summary['version']}, {summary['ntotal']} vectors, "
+              f"dim {summary['dim']}, M {summary['M']}, nbits {summary['nbits']}, "
+              f"metric {summary['metric']}, ids {ids})")
+    return 0
+
+
+def upgrade(args) -> int:
+    import spqindex
+
+    idx = spqindex.Index.load(args.old)
+    idx.save(args.new)
+    print(f"{args.old} -> {args.new}: {len(idx)} vectors, format version 2")
+    return 0
+
+
+def merge(args) -> int:
+    from . import _core
+
+    import spqindex
+
+    _core.merge_files(args.out, list(args.inputs), bool(args.shift_ids))
+    n = len(spqindex.Index.load(args.out, mmap=True, verify=False))
+    print(f"merged {len(args.inputs)} files -> {args.out}: {n} vectors")
+    return 0

@@ -140,28 +140,53 @@ class Index:
             raise MemoryError(self._no_memory("codes", ca.shape[0])) from None
 
     def _no_memory(self, name: str, n: int) -> str:
-        return (f"{name}: not enough memory to add {n} vectors ({n * (self.code_size + 8)} bytes of "
-                f"codes and ids, on top of {self.ntotal} stored); the index is unchanged")
+        return (f"{name}: not enough memory to add {n} vectors (up to {n * (self.code_size + 8)} "
+                f"bytes of codes and ids, on top of {self.ntotal} stored); the index is unchanged")
+
+    def merge_from(self, other: "Index", shift_ids: bool = False) -> None:
+        """Appends every vector of ``other`` (same codebooks and metric, else ValueError). An id
+        present in both is an error unless ``shift_ids=True``, which renumbers other's ids from
+        this index's ``next_id`` on. All-or-nothing."""
+        if not isinstance(other, Index):
+            raise TypeError(f"other: expected a spqindex.Index, got {type(other).__name__}")
+        if not isinstance(shift_ids, (bool, np.bool_)):
+            raise TypeError(f"shift_ids: expected a bool, got {type(shift_ids).__name__}")
+        try:
+            self._core.merge_from(other._core, bool(shift_ids))
+        except MemoryError:
+            raise MemoryError(self._no_memory("other", len(other))) from None
 
     def remove(self, ids) -> int:
         """Removes the given ids; unknown ids are ignored. Returns how many were removed."""
         return int(self._core.remove(id_vector(ids, "ids")))
 
     # --- queries ------------------------------------------------------------------------------
-    def search(self, q, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, q, k: int = 10, filter=None) -> Tuple[np.ndarray, np.ndarray]:
         """Exact top-k by ADC. Returns ``(D, I)`` of shape (nq, k), best first, ties by smaller id;
-        missing results are padded with id -1 and distance +inf (-inf for "ip")."""
+        missing results are padded with id -1 and distance +inf (-inf for "ip").
+        ``filter``: ids (1-d integers) that may be returned; the result is then the exact top-k
+        among them (ids not in the index are ignored), computed inside the scan."""
         k = positive_int(k, "k")
+        fa = None if filter is None else id_vector(filter, "filter")
         qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
         nq = qa.shape[0]
         # D and I together take 12 bytes per (query, k) slot.
         if k > _MAX_RESULT_BYTES // 12 // max(nq, 1):
             raise ValueError(f"k: {k} is too large: results of shape ({nq}, {k}) cannot be addressed")
         try:
-            return self._core.search(qa, k)
+            return self._core.search(qa, k, fa)
         except MemoryError:
             raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) "
                               f"({12 * nq * k} bytes)") from None
+
+    def range_search(self, q, radius) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored vector within ``radius``, FAISS convention: distance < radius for "l2" and
+        "spq", inner product > radius for "ip". Returns ``(lims, D, I)``: the hits of query i are
+        ``D[lims[i]:lims[i+1]]``, ``I[lims[i]:lims[i+1]]``, best first, ties by smaller id. Exact."""
+        qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
+        if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, float, np.integer, np.floating)):
+            raise TypeError(f"radius: expected a number, got {type(radius).__name__}")
+        return self._core.range_search(qa, float(radius))
 
     def encode(self, x) -> np.ndarray:
         """Packed codes (n, code_size) uint8 of ``x``: nearest codeword per sub-space (squared L2)."""
@@ -200,12 +225,16 @@ class Index:
         self._core.save(path)
 
     @classmethod
-    def load(cls, path, mmap: bool = False) -> "Index":
+    def load(cls, path, mmap: bool = False, verify: bool = True) -> "Index":
         """Reads an index saved by ``save``. With ``mmap=True`` the codes and ids stay in the file,
-        mapped read-only (the index cannot be modified). Corrupted files raise ValueError."""
+        mapped read-only and searched in place (the index cannot be modified; version-1 files must
+        first be converted with ``spqindex upgrade OLD NEW``). ``verify=True`` checks the checksum
+        and the content (reads the whole file); ``verify=False`` checks the header and sizes only,
+        so a mapped file opens in constant time. Corrupted files raise ValueError."""
         path = _check_path(path)
-        if not isinstance(mmap, (bool, np.bool_)):
-            raise TypeError(f"mmap: expected a bool, got {type(mmap).__name__}")
+        for name, value in (("mmap", mmap), ("verify", verify)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
         if os.path.isdir(path):
             raise IsADirectoryError(21, "path: is a directory", path)
-        return cls._wrap(_core.IndexCore.load(path, bool(mmap)))
+        return cls._wrap(_core.IndexCore.load(path, bool(mmap), bool(verify)))

@@ -24,6 +24,7 @@ if HERE not in sys.path:
 from robust_helpers import (  # noqa: E402
     HEADER_END,
     OFF_FLAGS,
+    OFF_ID_FLAGS,
     OFF_M,
     OFF_NBITS,
     OFF_NTOTAL,
@@ -33,6 +34,7 @@ from robust_helpers import (  # noqa: E402
     make_index,
     set_u32,
     set_u64,
+    v2_offsets,
 )
 
 U32_EXTREMES = (0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 255, 256, 257, 2**16, 2**16 + 1, 2**24,
@@ -131,15 +133,17 @@ def mutations(seed: int = 0, havoc: int = 8000):
         yield f"havoc:{i}", bytes(fix_checksum(d) if i % 2 else d)
 
 
+def _ids_stored(d: bytearray) -> bool:
+    return bool(struct.unpack_from("<I", d, OFF_ID_FLAGS)[0] & 1)
+
+
 def _implied_size(d: bytearray):
     dim, M, nbits = struct.unpack_from("<III", d, 16)
     ntotal = struct.unpack_from("<Q", d, OFF_NTOTAL)[0]
     if not (1 <= nbits <= 8 and M >= 1):
         return None
-    K = 1 << nbits
-    codes_off = -(-(HEADER_END + 4 * K * dim) // 64) * 64
-    ids_off = -(-(codes_off + ntotal * ((M * nbits + 7) // 8)) // 8) * 8
-    return ids_off + 8 * ntotal + 8
+    _, ids_off = v2_offsets(dim, M, nbits, ntotal)
+    return ids_off + (8 * ntotal if _ids_stored(d) else 0) + 8
 
 
 def _semantic(d: bytearray, rng):
@@ -147,8 +151,7 @@ def _semantic(d: bytearray, rng):
     ntotal = struct.unpack_from("<Q", d, OFF_NTOTAL)[0]
     K = 1 << nbits
     cs = (M * nbits + 7) // 8
-    codes_off = -(-(HEADER_END + 4 * K * dim) // 64) * 64
-    ids_off = -(-(codes_off + ntotal * cs) // 8) * 8
+    codes_off, ids_off = v2_offsets(dim, M, nbits, ntotal)
     for bad in (float("nan"), float("inf"), float("-inf")):
         e = bytearray(d)
         struct.pack_into("<f", e, HEADER_END + 4 * int(rng.integers(K * dim)), bad)
@@ -157,10 +160,22 @@ def _semantic(d: bytearray, rng):
         e = bytearray(d)
         set_u32(e, OFF_FLAGS, flags)
         yield f"flags={flags}", e
+    for flags in (0, 1, 2, 3, 4, 2**31):  # ids stored / ascending bits, unknown bits
+        e = bytearray(d)
+        set_u32(e, OFF_ID_FLAGS, flags)
+        yield f"id-flags={flags}", e
     if ntotal:
         e = bytearray(d)
-        e[codes_off + cs - 1] |= 0x80  # padding bit of row 0 (a valid code when M*nbits % 8 == 0)
+        # padding bit of row 0 (a valid code when M*nbits % 8 == 0): the last byte of its FAISS
+        # row, which the block layout keeps at record cs-1 (nbits 4), M-1 (nbits 8) or in place
+        last = {4: codes_off + (cs - 1) * 64, 8: codes_off + (M - 1) * 64}.get(nbits, codes_off + cs - 1)
+        e[last] |= 0x80
         yield "code-padding", e
+        if ntotal % 64:  # a nonzero code in a padding row of the last block
+            e = bytearray(d)
+            e[ids_off - 1] |= 0x01
+            yield "padding-row", e
+    if ntotal and _ids_stored(d):
         ids = list(struct.unpack_from(f"<{ntotal}q", d, ids_off))
         variants = {"id-negative": [-1] + ids[1:], "id-max": ids[:-1] + [2**63 - 1],
                     "id-dup": ids[:-1] + ids[:1], "ids-reversed": ids[::-1]}
@@ -183,12 +198,13 @@ def _semantic(d: bytearray, rng):
     yield "M-doubled", e
 
 
-def load_outcome(path: str, mmap: bool) -> str:
-    """'ok', 'ValueError' or 'OSError'; anything else propagates (a test failure)."""
+def load_outcome(path: str, mmap: bool, verify: bool = True) -> str:
+    """'ok', 'ValueError' or 'OSError'; anything else propagates (a test failure). verify=False
+    skips the content checks, so a corrupted index may load: it must still work safely."""
     import spqindex
 
     try:
-        index = spqindex.Index.load(path, mmap=mmap)
+        index = spqindex.Index.load(path, mmap=mmap, verify=verify)
     except ValueError:
         return "ValueError"
     except OSError:
@@ -204,7 +220,7 @@ def load_outcome(path: str, mmap: bool) -> str:
 
 
 def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64 << 20) -> dict:
-    """Loads every mutation (mmap off and on) under an address-space limit of the current size
+    """Loads every mutation (read, mapped, mapped without verification) under an address-space limit of the current size
     plus `as_headroom`, so any allocation the file does not justify fails loudly."""
     import resource
 
@@ -220,18 +236,20 @@ def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64
     if not UNDER_ASAN:  # ASan's allocator reserves address space as it goes
         resource.setrlimit(resource.RLIMIT_AS, (vm + as_headroom, resource.RLIM_INFINITY))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    outcomes: dict = {}
+    outcomes: dict = {}  # verified loads
+    unverified: dict = {}
     failures = []
     for label, data in cases:
         with open(path, "wb") as f:
             f.write(data)
-        for mmap in (False, True):
+        for mmap, verify in ((False, True), (True, True), (True, False)):
             try:
-                out = load_outcome(path, mmap)
+                out = load_outcome(path, mmap, verify)
             except BaseException as e:  # noqa: BLE001 - reported to the parent test
-                failures.append(f"{label} mmap={mmap}: {type(e).__name__}: {e}")
+                failures.append(f"{label} mmap={mmap} verify={verify}: {type(e).__name__}: {e}")
                 continue
-            outcomes[out] = outcomes.get(out, 0) + 1
+            tally = outcomes if verify else unverified
+            tally[out] = tally.get(out, 0) + 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     limit_effective = False
     if not UNDER_ASAN:
@@ -240,6 +258,7 @@ def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64
         except MemoryError:
             limit_effective = True
     return {"files": len(cases), "loads": 2 * len(cases), "outcomes": outcomes,
+            "unverified_loads": len(cases), "unverified_outcomes": unverified,
             "failures": failures[:50], "n_failures": len(failures),
             "peak_rss_growth": peak - rss0, "as_limit_headroom": as_headroom,
             "limit_effective": limit_effective}

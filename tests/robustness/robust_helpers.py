@@ -18,8 +18,25 @@ MAGIC = b"SPQIDX\0\0"
 OFF_VERSION, OFF_HEADER_LEN = 8, 12
 OFF_DIM, OFF_M, OFF_NBITS, OFF_METRIC, OFF_FLAGS = 16, 20, 24, 28, 32
 OFF_NTOTAL, OFF_NEXT_ID = 36, 44
-HEADER_END = 52
-U32_FIELDS = (OFF_VERSION, OFF_HEADER_LEN, OFF_DIM, OFF_M, OFF_NBITS, OFF_METRIC, OFF_FLAGS)
+OFF_ID_FLAGS, OFF_BLOCK_ROWS, OFF_BLOCK_BYTES = 52, 56, 60  # version 2
+HEADER_END = 64
+U32_FIELDS = (OFF_VERSION, OFF_HEADER_LEN, OFF_DIM, OFF_M, OFF_NBITS, OFF_METRIC, OFF_FLAGS,
+              OFF_ID_FLAGS, OFF_BLOCK_ROWS, OFF_BLOCK_BYTES)
+
+
+def block_bytes(M: int, nbits: int) -> int:
+    """Bytes per stored block of 64 rows (code_layout.h)."""
+    if nbits == 4:
+        return (M + 1) // 2 * 64
+    if nbits == 8:
+        return M * 64
+    return 64 * ((M * nbits + 7) // 8)
+
+
+def v2_offsets(dim: int, M: int, nbits: int, ntotal: int):
+    """(codes offset, ids offset) of a version-2 file."""
+    codes_off = -(-(HEADER_END + 4 * (1 << nbits) * dim) // 64) * 64
+    return codes_off, codes_off + -(-ntotal // 64) * block_bytes(M, nbits)
 U64_FIELDS = (OFF_NTOTAL, OFF_NEXT_ID)
 
 

@@ -1,4 +1,6 @@
-// The PQ index: codebooks, packed codes in FAISS byte layout, and a 64-bit id per code.
+// The PQ index: codebooks, the codes in their stored block layout (code_layout.h; the only copy)
+// and ids, which are stored only once they carry information: while the ids are 0..n-1 in
+// storage order (ids assigned by the index, nothing removed) there is no id array.
 // Thread safety: any number of concurrent searches; add/remove take the writer lock.
 #pragma once
 #include <cstddef>
@@ -11,8 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "spqindex/code_layout.h"
 #include "spqindex/codebooks.h"
-#include "spqindex/fastscan.h"
 #include "spqindex/metric.h"
 #include "spqindex/rwlock.h"
 
@@ -59,45 +61,63 @@ class Index {
   /// Appends n packed codes (layout (n, code_size)); same id rules as add.
   void add_codes(const uint8_t* codes, size_t n, const int64_t* ids);
   /// Exact top-k for nq queries (layout (nq, dim)). Writes D, I of layout (nq, k), best first.
-  void search(const float* q, size_t nq, size_t k, float* D, int64_t* I) const;
+  /// allow (n_allow ids, or nullptr): only these ids are candidates (unknown ids are ignored).
+  void search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+              const int64_t* allow = nullptr, size_t n_allow = 0) const;
+  /// Every stored vector within radius of each query (FAISS convention: distance < radius for
+  /// l2/spq, inner product > radius for ip); lims (nq + 1) delimit each query's hits in D, I,
+  /// ordered best first, ties by id. radius must be finite.
+  void range_search(const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
+                    std::vector<float>* D, std::vector<int64_t>* I) const;
   /// Removes the given ids (unknown ids are ignored); keeps the order of the rest.
   size_t remove(const int64_t* ids, size_t n);
   /// Decoded vectors of the given ids (layout (n, dim)); throws IdNotFound.
   void reconstruct(const int64_t* ids, size_t n, float* out) const;
-  /// A consistent copy of the packed codes (layout (ntotal, code_size)) and ids (ntotal,).
+  /// A consistent copy of the packed codes (FAISS layout (ntotal, code_size)) and ids (ntotal,).
   void snapshot(std::vector<uint8_t>* codes, std::vector<int64_t>* ids) const;
+  /// Appends every vector of `other` (same codebooks and metric). shift_ids: other's ids are
+  /// offset by next_id(); otherwise an id present in both is an error. All-or-nothing.
+  void merge_from(const Index& other, bool shift_ids);
+  /// True once an id array is stored (explicit ids, or ids after a remove).
+  bool ids_stored() const;
 
   /// Atomic save (temp file, fsync, rename) in the format of io.h.
   void save(const std::string& path) const;
-  static std::unique_ptr<Index> load(const std::string& path, bool mmap);
+  /// verify: checksum and content checks (O(file)); false: header and sizes only (O(1)).
+  static std::unique_ptr<Index> load(const std::string& path, bool mmap, bool verify = true);
 
  private:
   friend struct IndexFile;
-  const uint8_t* codes_ptr() const;
-  const int64_t* ids_ptr() const;
-  void check_new_ids(const int64_t* ids, size_t n) const;  // caller holds the lock
-  void check_id_mode(const int64_t* ids, size_t n) const;   // caller holds the lock
-  void append(const uint8_t* codes, size_t n, const int64_t* ids);
+  // Callers of the helpers below hold the lock.
+  const uint8_t* blocks_ptr() const { return mapping_ ? mapped_blocks_ : blocks_.data(); }
+  const int64_t* ids_ptr() const;  ///< nullptr while ids are implicit (id = row)
+  int64_t id_at(size_t row) const;
+  bool find_row(int64_t id, size_t* row) const;
+  void check_new_ids(const int64_t* ids, size_t n) const;
+  void check_id_mode(const int64_t* ids, size_t n) const;
+  /// Appends n rows given as FAISS rows (codes) or as stored blocks starting at row src_row
+  /// (blocks); ids: explicit ids, or nullptr for next_id() onwards (shift applied by caller).
+  void append(const uint8_t* codes, const uint8_t* blocks, size_t src_row, size_t n,
+              const int64_t* ids);
+  void materialise_ids();  ///< stores ids 0..n-1 (the implicit ones)
   const std::unordered_map<int64_t, size_t>& row_of() const;  // lazily built id -> row
-  const PackedCodes& packed() const;  // fast-scan layout, brought up to date lazily
-  void search_fast(ScanKernel kernel, const float* q, size_t nq, size_t k, float* D,
-                   int64_t* I) const;  // caller holds the lock
 
   Codebooks cb_;
   Metric metric_;
-  std::vector<uint8_t> codes_;  ///< Layout: (ntotal, code_size)
-  std::vector<int64_t> ids_;    ///< Layout: (ntotal,)
+  CodeLayout layout_;
+  std::vector<uint8_t> blocks_;  ///< Layout: (nblocks(ntotal), block_bytes), code_layout.h
+  std::vector<int64_t> ids_;     ///< Layout: (ntotal,) once ids_stored_, else empty
+  bool ids_stored_ = false;
+  bool ids_ascending_ = true;    ///< ids increase with rows (true while implicit)
   size_t ntotal_ = 0;
-  int64_t next_id_ = 0;         ///< 1 + largest id ever added (ids continue from here)
+  int64_t next_id_ = 0;          ///< 1 + largest id ever added (ids continue from here)
   IdMode id_mode_ = IdMode::Unset;
   std::shared_ptr<FileMapping> mapping_;  ///< set when codes/ids live in a read-only mapping
-  const uint8_t* mapped_codes_ = nullptr;
+  const uint8_t* mapped_blocks_ = nullptr;
   const int64_t* mapped_ids_ = nullptr;
   mutable std::unordered_map<int64_t, size_t> row_of_;
   mutable bool row_of_valid_ = false;
   mutable std::mutex row_of_mu_;
-  mutable PackedCodes packed_;   ///< derived copy of the codes for the fast-scan kernels
-  mutable std::mutex packed_mu_;
   mutable WriterPreferringMutex mu_;  ///< searches share it; add/remove take it alone
 };
 

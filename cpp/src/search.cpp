@@ -1,0 +1,167 @@
+// The search planner (search.h).
+#include "spqindex/search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "spqindex/lut.h"
+#include "spqindex/simd.h"
+#include "spqindex/threads.h"
+#include "spqindex/topk.h"
+
+namespace spqindex {
+namespace {
+
+constexpr size_t kMinRowsPerTask = 16384;  // below this, splitting one query is not worth it
+constexpr size_t kLutTaskQueries = 16;     // queries per LUT task
+
+/// The LUTs of nq queries (nq, M, K) and, when the layout has a kernel, their quantized forms.
+struct Luts {
+  ScanKernel kernel;
+  size_t lut_size;
+  std::vector<float> luts;
+  std::vector<QuantizedLut> qluts;
+  const QuantizedLut* quantized(size_t q0) const { return kernel ? qluts.data() + q0 : nullptr; }
+};
+
+Luts prepare_luts(const Codebooks& cb, Metric metric, const CodeLayout& layout, const float* q,
+                  size_t nq) {
+  const Kernels& kern = kernels();
+  Luts l;
+  l.kernel = layout.kind() == CodeLayout::Kind::Fast4   ? kern.scan4
+             : layout.kind() == CodeLayout::Kind::Fast8 ? kern.scan8
+                                                        : nullptr;
+  l.lut_size = static_cast<size_t>(cb.M) * cb.K;
+  l.luts.resize(nq * l.lut_size);
+  l.qluts.resize(l.kernel ? nq : 0);
+  parallel_for((nq + kLutTaskQueries - 1) / kLutTaskQueries, [&](size_t t) {
+    for (size_t qi = t * kLutTaskQueries; qi < std::min(nq, (t + 1) * kLutTaskQueries); qi++) {
+      compute_lut(cb, metric, q + qi * cb.dim(), l.luts.data() + qi * l.lut_size);
+      if (l.kernel) quantize_lut(l.luts.data() + qi * l.lut_size, cb.M, cb.nbits, &l.qluts[qi]);
+    }
+  });
+  return l;
+}
+
+/// Whether one task per query range is best (else every query is split over the blocks).
+bool split_queries(size_t nq, size_t nblocks) {
+  return nq >= static_cast<size_t>(get_num_threads()) || nblocks < 2 * (kMinRowsPerTask / kBlockRows);
+}
+
+}  // namespace
+
+void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, const float* q,
+                   size_t nq, size_t k, float* D, int64_t* I) {
+  const bool negate = metric_is_similarity(metric);
+  if (nq == 0) return;
+  if (src.n == 0) {
+    for (size_t qi = 0; qi < nq; qi++) TopK(k).write_sorted(D + qi * k, I + qi * k, negate);
+    return;
+  }
+  const CodeLayout& layout = *src.layout;
+  const int nthreads = get_num_threads();
+  const Luts L = prepare_luts(cb, metric, layout, q, nq);
+  const ScanKernel kernel = L.kernel;
+  const size_t lut_size = L.lut_size;
+  const float* luts = L.luts.data();
+  const QuantizedLut* ql = L.quantized(0);
+  // With ascending ids the heaps hold rows (same order), mapped to ids once at the end.
+  const int64_t* heap_ids = src.ids_ascending ? nullptr : src.ids;
+  auto write = [&](TopK& heap, size_t qi) {
+    heap.write_sorted(D + qi * k, I + qi * k, negate);
+    if (heap_ids || !src.ids) return;
+    for (size_t j = 0; j < k; j++)
+      if (I[qi * k + j] >= 0) I[qi * k + j] = src.ids[I[qi * k + j]];
+  };
+  const size_t nblocks = CodeLayout::nblocks(src.n);
+  const size_t min_blocks = kMinRowsPerTask / kBlockRows;
+  if (split_queries(nq, nblocks)) {
+    // Parallel over query ranges; each range scans the database chunk by chunk.
+    const size_t ntasks = std::min(nq, static_cast<size_t>(nthreads) * 2);
+    const size_t per = (nq + ntasks - 1) / ntasks;
+    parallel_for(ntasks, [&](size_t t) {
+      const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
+      if (q0 >= q1) return;
+      std::vector<TopK> heaps(q1 - q0, TopK(k));
+      scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts + q0 * lut_size,
+                ql ? ql + q0 : nullptr, q1 - q0, 0, nblocks, heaps.data(), nullptr, src.allow);
+      for (size_t qi = q0; qi < q1; qi++) write(heaps[qi - q0], qi);
+    });
+    return;
+  }
+  // Few queries: every query is split over database blocks so every core helps.
+  const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(nthreads));
+  const size_t per = (nblocks + ntasks - 1) / ntasks;
+  std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
+  std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
+  for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
+  parallel_for(ntasks, [&](size_t t) {
+    const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
+    if (b0 < b1)
+      scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1,
+                partial[t].data(), shared.get(), src.allow);
+  });
+  for (size_t qi = 0; qi < nq; qi++) {
+    for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);
+    write(partial[0][qi], qi);
+  }
+}
+
+void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src,
+                         const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
+                         std::vector<float>* D, std::vector<int64_t>* I) {
+  const bool negate = metric_is_similarity(metric);
+  lims->assign(nq + 1, 0);
+  D->clear();
+  I->clear();
+  if (nq == 0 || src.n == 0) return;
+  const CodeLayout& layout = *src.layout;
+  const Luts L = prepare_luts(cb, metric, layout, q, nq);
+  // Inside the core smaller is better (IP negated): hits are d < r, i.e. d <= the float below r.
+  const float r = negate ? -radius : radius;
+  const float thr = std::nextafter(r, -std::numeric_limits<float>::infinity());
+  const int64_t* heap_ids = src.ids_ascending ? nullptr : src.ids;
+  const size_t nblocks = CodeLayout::nblocks(src.n);
+  std::vector<RangeHits> hits(nq, RangeHits(thr));
+  if (split_queries(nq, nblocks)) {
+    const size_t ntasks = std::min(nq, static_cast<size_t>(get_num_threads()) * 2);
+    const size_t per = (nq + ntasks - 1) / ntasks;
+    parallel_for(ntasks, [&](size_t t) {
+      const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
+      if (q0 < q1)
+        scan_range(L.kernel, layout, src.blocks, src.n, heap_ids, L.luts.data() + q0 * L.lut_size,
+                   L.quantized(q0), q1 - q0, 0, nblocks, hits.data() + q0, src.allow);
+    });
+  } else {
+    const size_t min_blocks = kMinRowsPerTask / kBlockRows;
+    const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(get_num_threads()));
+    const size_t per = (nblocks + ntasks - 1) / ntasks;
+    std::vector<std::vector<RangeHits>> partial(ntasks, std::vector<RangeHits>(nq, RangeHits(thr)));
+    parallel_for(ntasks, [&](size_t t) {
+      const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
+      if (b0 < b1)
+        scan_range(L.kernel, layout, src.blocks, src.n, heap_ids, L.luts.data(), L.quantized(0),
+                   nq, b0, b1, partial[t].data(), src.allow);
+    });
+    for (size_t qi = 0; qi < nq; qi++)
+      for (size_t t = 0; t < ntasks; t++)
+        hits[qi].hits.insert(hits[qi].hits.end(), partial[t][qi].hits.begin(), partial[t][qi].hits.end());
+  }
+  for (size_t qi = 0; qi < nq; qi++) {
+    auto& h = hits[qi].hits;
+    if (src.ids && !heap_ids)
+      for (Candidate& c : h) c.id = src.ids[c.id];
+    std::sort(h.begin(), h.end(),
+              [](const Candidate& a, const Candidate& b) { return better(a.dis, a.id, b.dis, b.id); });
+    (*lims)[qi + 1] = (*lims)[qi] + static_cast<int64_t>(h.size());
+    for (const Candidate& c : h) {
+      D->push_back(negate ? -c.dis : c.dis);
+      I->push_back(c.id);
+    }
+  }
+}
+
+}  // namespace spqindex
