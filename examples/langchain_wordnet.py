@@ -22,7 +22,7 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.runnables import RunnableLambda  # noqa: E402
 
 import spqindex  # noqa: E402
-from spqindex.integrations.langchain import SPQVectorStore, index_supports_filter  # noqa: E402
+from spqindex.integrations.langchain import SPQVectorStore  # noqa: E402
 from text_wordnet import cached_prefix, cpu_model  # noqa: E402
 from wordnet_glosses import LEXNAMES, embed, load_glosses, load_model  # noqa: E402
 
@@ -82,11 +82,8 @@ def main() -> int:
     chain = retriever | RunnableLambda(format_docs)
     for q in QUESTIONS:
         print(f"\nQ: {q}\n{chain.invoke(q)}")
-    if index_supports_filter():
-        only_animals = store.as_retriever(search_kwargs={"k": 3, "filter": {"lexname": "noun.animal"}})
-        print(f"\nQ (filter lexname=noun.animal): {QUESTIONS[2]}\n{(only_animals | RunnableLambda(format_docs)).invoke(QUESTIONS[2])}")
-    else:
-        print("\n(metadata filters on a trained store need Index.search(filter=): skipped here)")
+    only_animals = store.as_retriever(search_kwargs={"k": 3, "filter": {"lexname": "noun.animal"}})
+    print(f"\nQ (filter lexname=noun.animal): {QUESTIONS[2]}\n{(only_animals | RunnableLambda(format_docs)).invoke(QUESTIONS[2])}")
 
     # agreement with exact float search over the same glosses, for held-out glosses as questions
     same, t_store = 0, 0.0

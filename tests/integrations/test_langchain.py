@@ -11,14 +11,12 @@ pytest.importorskip("langchain_tests", reason="the langchain extra: pip install 
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
 from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
 
-from spqindex.integrations.langchain import (FILTER_NEEDS, SPQVectorStore, default_M,  # noqa: E402
-                                             index_supports_filter)
+from spqindex.integrations.langchain import SPQVectorStore, default_M  # noqa: E402
 
 # LangChain's suite leaves its async tests unmarked (its packages run pytest-asyncio in auto mode);
 # mark the module, and silence the notice this gives on the suite's sync tests.
 pytestmark = [pytest.mark.asyncio,
               pytest.mark.filterwarnings("ignore:The test <Function .* is marked with '@pytest.mark.asyncio'")]
-needs_filter = pytest.mark.skipif(not index_supports_filter(), reason=FILTER_NEEDS)
 
 
 class TestSPQVectorStoreStandard(VectorStoreIntegrationTests):
@@ -134,19 +132,11 @@ def test_metadata_filters_before_training():
     _check_filters(store, corpus)
 
 
-@needs_filter
 def test_metadata_filters_map_onto_the_filtered_index_search():
     corpus, store = _filter_store(trained=True)
     assert store.index is not None
     _check_filters(store, corpus)
 
-
-def test_filter_on_a_trained_store_without_index_filter_says_what_is_missing():
-    if index_supports_filter():
-        pytest.skip("this spqindex has Index.search(filter=); the filtered path is tested above")
-    _, store = _filter_store(trained=True)
-    with pytest.raises(NotImplementedError, match="filter: a trained store needs Index.search"):
-        store.similarity_search("query", k=3, filter={"parity": 1})
 
 
 @pytest.mark.parametrize("trained", [False, True])

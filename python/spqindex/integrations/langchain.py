@@ -23,7 +23,6 @@ inner product); both larger-is-closer.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import uuid
@@ -40,7 +39,6 @@ from .._validate import float_matrix, positive_int
 METRICS = ("l2", "ip", "cosine")
 SIDECAR_FORMAT = "spqindex-langchain"
 SIDECAR_VERSION = 1
-FILTER_NEEDS = "needs Index.search(filter=) from issue 15 items 1-2"
 
 
 def default_M(dim: int) -> int:
@@ -50,16 +48,10 @@ def default_M(dim: int) -> int:
     return dim // dsub
 
 
-def index_supports_filter() -> bool:
-    return "filter" in inspect.signature(Index.search).parameters
-
-
 def _index_search(index: Index, q: np.ndarray, k: int, allowed: Optional[np.ndarray]):
     """The one place that calls the filtered search of the index."""
     if allowed is None:
         return index.search(q, k)
-    if not index_supports_filter():
-        raise NotImplementedError(f"filter: a trained store {FILTER_NEEDS}; this spqindex lacks it")
     return index.search(q, k, filter=allowed)
 
 
