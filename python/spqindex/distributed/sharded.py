@@ -61,7 +61,9 @@ class ShardedIndex:
     the shards, at most 1), ``threads`` inside each actor (default: its whole CPUs, at least 1, set
     with ``spqindex.set_num_threads``), ``placement`` ("spread" placement group by default,
     "strict_spread", "pack", or None for no group), ``placement_timeout`` seconds before a
-    placement that cannot be satisfied raises TimeoutError, ``max_restarts`` per actor.
+    placement that cannot be satisfied raises TimeoutError, ``max_restarts`` per actor (default 3),
+    ``restart_timeout`` seconds to wait for a failed actor to come back before its shard counts as
+    missing (default 120), ``start_timeout`` for the actors' first start (default 300).
     """
 
     def __init__(self, directory, manifest, actors, infos, pg, options):  # use from_index / open
@@ -135,7 +137,8 @@ class ShardedIndex:
                                         os.path.join(directory, s["file"]))
         return cls._start(directory, manifest, address, actor_options)
 
-    _OPTIONS = ("num_cpus", "threads", "placement", "placement_timeout", "max_restarts", "start_timeout")
+    _OPTIONS = ("num_cpus", "threads", "placement", "placement_timeout", "max_restarts", "start_timeout",
+                "restart_timeout")
 
     @classmethod
     def _check_options(cls, options: dict) -> None:
@@ -217,11 +220,23 @@ class ShardedIndex:
 
     # --- calls with one retry ----------------------------------------------------------------------
     def _recover(self, s: int, timeout: Optional[float] = None) -> None:
-        """Brings shard ``s`` back in step after a failure: waits for its actor (restarted by Ray),
-        and if it restarted, replays the changes since the last save."""
+        """Brings shard ``s`` back in step after a failure: waits (up to ``restart_timeout`` seconds)
+        for Ray to restart its actor, and if it restarted, replays the changes since the last save."""
+        import time
+
         import ray
 
-        info = ray.get(self._actors[s].hello.remote(), timeout=timeout)
+        deadline = time.monotonic() + float(self._options.get("restart_timeout", 120.0))
+        pause = 0.1
+        while True:
+            try:
+                info = ray.get(self._actors[s].hello.remote(), timeout=timeout)
+                break
+            except ray.exceptions.ActorUnavailableError:  # restarting (e.g. its node is gone)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
         if info["token"] != self._tokens[s]:
             if self._logs[s]:
                 _, count = ray.get(self._actors[s].replay.remote(self._logs[s]), timeout=timeout)

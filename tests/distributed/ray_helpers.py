@@ -1,0 +1,23 @@
+"""Helpers of the Ray tests: whether ray must be present, and the environment Ray's workers need."""
+import os
+
+import pytest
+
+import spqindex
+
+
+def require_ray():
+    """ray, or a skip with the reason; under CI (which installs the [ray] extra) a missing ray fails."""
+    if os.environ.get("CI"):
+        import ray
+        return ray
+    return pytest.importorskip("ray", reason="ray not installed (pip install 'spqindex[ray]')")
+
+
+def worker_env() -> None:
+    """Ray's workers must import the same spqindex as this process: its folder goes on PYTHONPATH."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(spqindex.__file__)))
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root] + parts)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
