@@ -99,6 +99,9 @@ def two_nodes():
             ray.shutdown()
         for p in procs.values():
             _stop(p)
+        marker = "/tmp/ray/ray_current_cluster"  # Ray's pointer to the newest cluster: ours, now gone
+        if os.path.isfile(marker) and open(marker).read().strip().endswith(f":{port}"):
+            os.unlink(marker)
         if saved is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:

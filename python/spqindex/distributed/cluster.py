@@ -9,15 +9,17 @@ PLACEMENTS = ("spread", "strict_spread", "pack", None)
 
 def connect(address: Optional[str] = None) -> None:
     """Uses the Ray instance already started in this process, else joins ``address`` ("auto", or
-    "host:port"), else starts a local one."""
+    "host:port"), else the cluster named by $RAY_ADDRESS (e.g. inside a Ray job), else starts a
+    local one."""
+    import os
+
     import ray
 
     if ray.is_initialized():
         return
-    if address is None:
-        ray.init()
-    else:
-        ray.init(address=address)
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"
+    ray.init(address=address)
 
 
 def default_num_cpus(num_shards: int) -> float:
