@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny run for smoke tests (seconds, meaningless numbers)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_runtime(p)
+
+    from .distributed.cli import add_parser as add_shard_parser  # spqindex shard build|search|info
+    add_shard_parser(sub)
     return parser
 
 
@@ -162,6 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "threads", None):
             import torch
             torch.set_num_threads(args.threads)
+        if getattr(args, "run", None) is not None:  # commands that live in their own module
+            return args.run(args)
         from . import commands
         return getattr(commands, args.command)(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as e:
