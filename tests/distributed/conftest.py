@@ -3,6 +3,8 @@ Ray tests skip, except under CI, where they must run."""
 import pytest
 from ray_helpers import require_ray, worker_env
 
+worker_env()  # before anything in this process starts Ray
+
 
 @pytest.fixture(scope="module")
 def ray_local():

@@ -21,3 +21,6 @@ def worker_env() -> None:
     if root not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([root] + parts)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Throw-away loopback clusters: no token to hand around. Ray reads this once per process, so
+    # every Ray test (local instance and two-node cluster alike) runs with the same setting.
+    os.environ["RAY_AUTH_MODE"] = "disabled"

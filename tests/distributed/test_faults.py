@@ -66,8 +66,6 @@ def two_nodes():
     worker_env()
     if ray.is_initialized():
         ray.shutdown()
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away loopback cluster: no token to hand around
     env = dict(os.environ, RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     port = _free_port()
@@ -102,10 +100,6 @@ def two_nodes():
         marker = "/tmp/ray/ray_current_cluster"  # Ray's pointer to the newest cluster: ours, now gone
         if os.path.isfile(marker) and open(marker).read().strip().endswith(f":{port}"):
             os.unlink(marker)
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _cpu_ticks(pid: int) -> int:
