@@ -64,6 +64,9 @@ def main() -> int:
                     "(default: all cores); each of S shards gets max(1, threads // S) and num_cpus threads/S")
     ap.add_argument("--address", default=None, help="Ray cluster to join (default: a local instance)")
     ap.add_argument("--dir", default=None, help="folder for the shard files (default: a temporary one)")
+    ap.add_argument("--node-cores", type=int, default=16, help="model: cores per node (an assumption)")
+    ap.add_argument("--node-gbs", type=float, default=100.0,
+                    help="model: memory bandwidth per node in GB/s, caps the scan rate (an assumption)")
     args = ap.parse_args()
 
     import ray
@@ -98,6 +101,7 @@ def main() -> int:
     one_thread = spqindex.get_num_threads()
     spqindex.set_num_threads(1)
     t_one_1t = latency(lambda x: index.search(x, args.k), ql[:10], args.repeats)
+    t_batch_1t = timed(lambda: index.search(q, args.k), 1)
     spqindex.set_num_threads(one_thread)
     rows = [("local Index", args.threads, t_batch, t_one, "")]
     print(f"# scan rate, one thread, one query: {args.n / t_one_1t / 1e6:.0f} M codes/s "
@@ -142,7 +146,39 @@ def main() -> int:
     for name, th, tb, t1, note in rows:
         print(f"| {name} | {th} | {args.nq / tb:.0f} | {t1 * 1e3:.2f} | {note} |")
     ray.shutdown()
+    print_model(args, code_size, r1=args.n / t_one_1t, rb=args.n * args.nq / t_batch_1t, overhead=overhead,
+                merge_per_query=t_merge / args.nq)
     return 0 if all("False" not in r[4] for r in rows) else 1
+
+
+def print_model(args, code_size: int, r1: float, rb: float, overhead: dict, merge_per_query: float) -> None:
+    """docs/scale.md's model from this run's measurements; one shard per node, its cores as threads.
+
+    scan rate of a node: min(cores * r, bandwidth / code_size) (r: one thread's measured rate)
+    single query: t_call(N) + (n / N) / single-query rate + merge;  t_call(N) = a + b * N, a line
+    through the measured per-call costs. batch: QPS = 1 / ((n / N) / batch rate + t_call(N) / nq + merge).
+    memory per node: (n / N) * (code_size + 8) bytes (codes and ids), doubled while a shard holds
+    unsaved changes (its writable copy).
+    """
+    S = np.array(sorted(overhead), dtype=float)
+    t = np.array([overhead[s] for s in sorted(overhead)])
+    b, a = np.polyfit(S, t, 1) if len(S) > 1 else (0.0, float(t[0]))
+    cap = args.node_gbs * 1e9 / code_size
+    node_r1 = min(args.node_cores * r1, cap)
+    node_rb = min(args.node_cores * rb, cap * args.nq)  # a batch reads each code once per block of queries
+    print(f"\n# model inputs (measured here): one thread scans {r1 / 1e9:.2f} G codes/s for one query, "
+          f"{rb / 1e9:.2f} G code-queries/s in a batch of {args.nq}; Ray call {a * 1e3:.2f} ms + "
+          f"{b * 1e3:.2f} ms per shard; merge {merge_per_query * 1e6:.2f} us per query")
+    print(f"# assumptions: {args.node_cores} cores per node, {args.node_gbs:.0f} GB/s per node "
+          f"(caps one query's scan at {cap / 1e9:.1f} G codes/s); one shard per node")
+    print("| vectors | nodes | memory per node GB | single-query ms | batch QPS |")
+    print("|---|---|---|---|---|")
+    for n in (100_000_000, 1_000_000_000):
+        for N in (1, 4, 16, 64):
+            call = a + b * N
+            t1 = call + n / N / node_r1 + merge_per_query
+            qps = 1.0 / (n / N / node_rb * 1.0 + call / args.nq + merge_per_query)
+            print(f"| {n / 1e6:.0f}M | {N} | {n / N * (code_size + 8) / 1e9:.2f} | {t1 * 1e3:.1f} | {qps:.0f} |")
 
 
 if __name__ == "__main__":
