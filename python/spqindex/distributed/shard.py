@@ -4,7 +4,9 @@ The actor is constructed from (directory, shard number) and reads the manifest t
 so a restart after a crash (Ray's ``max_restarts``) loads the last saved snapshot. The first
 add/remove since a load makes a writable in-memory copy (``Index.load(mmap=False)``); ``save``
 writes it to a new file and maps that one again. Every reply carries the actor's ``token``, new on
-each start, so the driver notices a restart and replays the changes made since the last save.
+each start. Every call names the token the driver expects; an actor with another token (it was
+restarted) does nothing and answers ``(token,)``, so no change or answer ever comes from a restarted
+shard before the driver has replayed the changes made since the last save.
 """
 from __future__ import annotations
 
@@ -47,7 +49,9 @@ class ShardServer:
                 "file": os.path.basename(self._path), "read_only": self._index.read_only}
 
     # --- queries -------------------------------------------------------------------------------
-    def search(self, q: np.ndarray, k: int):
+    def search(self, expect: str, q: np.ndarray, k: int):
+        if expect != self.token:
+            return (self.token,)
         D, I = self._index.search(q, k)
         return self.token, D, I
 
@@ -57,12 +61,16 @@ class ShardServer:
             self._index = _open_shard(self._path, mmap=False)
         return self._index
 
-    def add_codes(self, codes: np.ndarray, ids: np.ndarray):
+    def add_codes(self, expect: str, codes: np.ndarray, ids: np.ndarray):
+        if expect != self.token:
+            return (self.token,)
         self._writable().add_codes(codes, ids)
         self._sorted_ids = None
         return self.token, len(self._index)
 
-    def remove(self, ids: np.ndarray):
+    def remove(self, expect: str, ids: np.ndarray):
+        if expect != self.token:
+            return (self.token,)
         if self._sorted_ids is None:
             self._sorted_ids = np.sort(self._index.ids)
         pos = np.searchsorted(self._sorted_ids, ids)
@@ -84,8 +92,10 @@ class ShardServer:
         self._sorted_ids = None
         return self.token, len(self._index)
 
-    def save(self, path: str):
+    def save(self, expect: str, path: str):
         """Writes the shard to ``path`` (atomically, ``Index.save``) and maps that file."""
+        if expect != self.token:
+            return (self.token,)
         self._index.save(path)
         self._path = path
         self._index = _open_shard(path)

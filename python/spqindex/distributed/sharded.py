@@ -252,8 +252,8 @@ class ShardedIndex:
         and asked once more. Returns ({shard: reply without the token}, {shard: error})."""
         import ray
 
-        def submit(s):
-            return getattr(self._actors[s], method).remote(*args_for(s))
+        def submit(s):  # the actor acts only if it still has the token we know (see shard.py)
+            return getattr(self._actors[s], method).remote(self._tokens[s], *args_for(s))
 
         pending = {s: submit(s) for s in shards}
         done, failed = {}, {}
@@ -276,7 +276,7 @@ class ShardedIndex:
                     failed[s] = e
                     retry.append(s)
                     continue
-                if token != self._tokens[s]:  # restarted since the last call: maybe lost unsaved changes
+                if token != self._tokens[s]:  # restarted since our last call: it did nothing
                     failed[s] = RuntimeError(f"shard {s} restarted")
                     retry.append(s)
                     continue
