@@ -156,12 +156,15 @@ def print_model(args, code_size: int, r1: float, rb: float, overhead: dict, merg
 
     scan rate of a node: min(cores * r, bandwidth / code_size) (r: one thread's measured rate)
     single query: t_call(N) + (n / N) / single-query rate + merge;  t_call(N) = a + b * N, a line
-    through the measured per-call costs. batch: QPS = 1 / ((n / N) / batch rate + t_call(N) / nq + merge).
+    through the measured per-call costs with at most one shard per core. batch: QPS = 1 / ((n / N) / batch rate + t_call(N) / nq + merge).
     memory per node: (n / N) * (code_size + 8) bytes (codes and ids), doubled while a shard holds
     unsaved changes (its writable copy).
     """
-    S = np.array(sorted(overhead), dtype=float)
-    t = np.array([overhead[s] for s in sorted(overhead)])
+    # Fit only the shard counts that fit this node's cores (more would measure actors waiting for
+    # a core, not the cost of a call); on a cluster each shard has its own node.
+    fit = [s for s in sorted(overhead) if s <= max(2, args.threads)]
+    S = np.array(fit, dtype=float)
+    t = np.array([overhead[s] for s in fit])
     b, a = np.polyfit(S, t, 1) if len(S) > 1 else (0.0, float(t[0]))
     cap = args.node_gbs * 1e9 / code_size
     node_r1 = min(args.node_cores * r1, cap)

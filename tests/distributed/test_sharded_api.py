@@ -183,3 +183,37 @@ def test_glove_all_metrics(ray_local, tmp_path):
     db = np.ascontiguousarray(vectors[:100000], dtype=np.float32)
     q = np.ascontiguousarray(vectors[-100:], dtype=np.float32)  # held out: not in the database
     _real_data_check(tmp_path, db[:30000], db, q, M=10, nbits=8, k=100)
+
+
+def test_changes_after_an_actor_restart_are_applied_once_and_in_order(ray_local, tmp_path, rng):
+    import ray
+
+    from spqindex.distributed import ShardedIndex
+
+    cb = rng.standard_normal((4, 16, 2)).astype(np.float32)
+    index = spqindex.Index(cb, metric="l2")
+    index.add(rng.standard_normal((400, 8)).astype(np.float32))
+    q = rng.standard_normal((10, 8)).astype(np.float32)
+    with ShardedIndex.from_index(index, tmp_path, num_shards=2, max_restarts=2) as sx:
+        x, y = (rng.standard_normal((7, 8)).astype(np.float32) for _ in range(2))
+        sx.add(x)  # unsaved, on the smallest shard (0)
+        index.add(x)
+        assert sx.shard_sizes == [207, 200]
+        sx.remove([3])
+        index.remove([3])
+        old = sx.shard_info()[0]
+        ray.kill(sx.actor(0), no_restart=False)  # Ray restarts it from the saved file
+        sx.add(y)  # goes to shard 1 (smaller now) ...
+        index.add(y)
+        # ... and a change aimed at the restarted shard: refused by it until the driver replayed x
+        # and the removal, then applied once.
+        sx.remove([0, 401])
+        index.remove([0, 401])
+        assert sx.retries >= 1
+        info = sx.shard_info()[0]
+        assert info["token"] != old["token"] and info["count"] == sx.shard_sizes[0] == 204
+        assert len(sx) == len(index)
+        assert_same(sx, index, q, 50)
+        sx.save()
+    with ShardedIndex.open(tmp_path) as sx:
+        assert_same(sx, index, q, 50)
