@@ -1,4 +1,7 @@
-"""Helpers of the Ray tests: whether ray must be present, and the environment Ray's workers need."""
+"""Helpers of the Ray tests: whether ray must be present, the environment Ray's workers need, and
+``local_ray`` (a real local Ray instance with 2 CPUs) that the test modules' ``ray_local`` fixtures
+yield from. No conftest.py here: it would shadow tests/conftest.py's helpers (both import as
+``conftest``)."""
 import os
 
 import pytest
@@ -24,3 +27,16 @@ def worker_env() -> None:
     # Throw-away loopback clusters: no token to hand around. Ray reads this once per process, so
     # every Ray test (local instance and two-node cluster alike) runs with the same setting.
     os.environ["RAY_AUTH_MODE"] = "disabled"
+
+
+worker_env()  # before anything in this process starts Ray
+
+
+def local_ray():
+    """Generator for a module-scoped fixture: starts a local Ray instance, stops it afterwards."""
+    ray = require_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 import spqindex
+import ray_helpers
 
 pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    yield from ray_helpers.local_ray()
 
 
 def assert_same(sx, index, q, k):

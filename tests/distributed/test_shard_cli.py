@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 import spqindex
+import ray_helpers
 from spqindex.cli import main
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    yield from ray_helpers.local_ray()
 
 
 @pytest.mark.ray
