@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="mAP@N of a trained model (test queries vs train database)",
                        description="Index the train split with the model's codebooks, search the test split, print "
                                    "mAP@N and precision@100.")
-    p.add_argument("--checkpoint", required=True, help="model.pt, or a run folder that holds one")
+    p.add_argument("--checkpoint", required=True, help="a model file (a run's model.pt, or a published models/fmnist-spq32.pt), or a run folder")
     _add_data(p)
     p.add_argument("--top-n", type=_positive, default=1000, help="N of mAP@N (default: 1000)")
     p.add_argument("--queries", type=_nonneg, default=0, help="use this many test queries (0: all)")
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build and save an index of a dataset with a trained model",
                        description="Embed a dataset split with the model, encode it with the model's codebooks "
                                    "(metric 'spq'), and save the index file.")
-    p.add_argument("--checkpoint", required=True, help="model.pt, or a run folder that holds one")
+    p.add_argument("--checkpoint", required=True, help="a model file (a run's model.pt, or a published models/fmnist-spq32.pt), or a run folder")
     _add_data(p, split_default="train")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="index every image file under DIR instead of a dataset; the file names go to OUT.names.json")
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search a saved index with dataset images or image files",
                        description="Print, for each query, the ids (rows of the indexed split) of the k nearest "
                                    "items, best first, with their distances.")
-    p.add_argument("--checkpoint", required=True, help="model.pt, or a run folder that holds one")
+    p.add_argument("--checkpoint", required=True, help="a model file (a run's model.pt, or a published models/fmnist-spq32.pt), or a run folder")
     p.add_argument("--index", required=True, help="index file written by 'spqindex index'")
     _add_data(p, split_default="test")
     p.add_argument("--query", type=_nonneg, nargs="*", default=None, metavar="ROW",
@@ -140,14 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(p)
 
     p = sub.add_parser("demo", help="train a small SPQ on Fashion-MNIST on CPU and compare with classic PQ",
-                       description="Trains SPQ (32 bits) on Fashion-MNIST in a few minutes on CPU, indexes the "
+                       description="Trains SPQ (32 bits) on Fashion-MNIST within --minutes on CPU, indexes the "
                                    "60k train images, searches test queries, prints mAP@1000 of SPQ vs classic PQ "
                                    "on raw pixels at the same bits, and writes a retrieval grid and a training curve.")
     p.add_argument("--out", default="spqindex-demo", help="output folder (default: spqindex-demo)")
     p.add_argument("--data-root", default=None, metavar="DIR", help="folder holding the Fashion-MNIST files")
     p.add_argument("--bits", type=_positive, default=32, help="code length (default: 32)")
-    p.add_argument("--epochs", type=_positive, default=None, help="training epochs (default: 4)")
-    p.add_argument("--train-size", type=_nonneg, default=None, help="training images (default: 0 = all 60000)")
+    p.add_argument("--minutes", type=_positive_float, default=5.0,
+                   help="time budget of the whole demo; epochs and training images are set from the training "
+                        "speed measured at startup (default: 5)")
+    p.add_argument("--epochs", type=_positive, default=None, help="training epochs (default: set by --minutes)")
+    p.add_argument("--train-size", type=_nonneg, default=None,
+                   help="training images, 0 = all 60000 (default: set by --minutes)")
     p.add_argument("--queries", type=_positive, default=None, help="test queries for mAP (default: 1000)")
     p.add_argument("--db-size", type=_nonneg, default=None, help="database images (default: 0 = all 60000)")
     p.add_argument("--quick", action="store_true", help="a tiny run for smoke tests (seconds, meaningless numbers)")

@@ -1,41 +1,82 @@
-"""Cross quantized contrastive (CQC) loss of SPQ."""
+"""Cross quantized contrastive (CQC) loss of SPQ, optionally with negatives gathered from all DDP processes."""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 
-def nt_xent(u: torch.Tensor, v: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+def nt_xent(u: torch.Tensor, v: torch.Tensor, tau: float = 0.5, gather_distributed: bool = False) -> torch.Tensor:
     """NT-Xent (SimCLR) loss for positive pairs (u_i, v_i) with cosine similarity and temperature tau.
 
     The 2B samples [u; v] form the batch; each one's positive is its pair, the other 2B - 2 are negatives.
+    gather_distributed: under torch.distributed, the columns are every process's [u; v] (2·N·B samples) and the
+    rows this process's own 2B, so the mean over processes is the loss of one process holding the
+    concatenated batch; gradients reach the gathered features through ``gather_with_grad``.
     """
     if u.shape != v.shape or u.dim() != 2:
         raise ValueError(f"u and v must both be (B, D), got {tuple(u.shape)} and {tuple(v.shape)}")
     B = u.shape[0]
-    h = F.normalize(torch.cat([u, v]).float(), dim=1)
-    logits = h @ h.t() / tau
-    logits.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(u.device)
+    u, v = F.normalize(u.float(), dim=1), F.normalize(v.float(), dim=1)
+    rows = torch.cat([u, v])
+    cols, offset, total = rows, 0, B  # total = samples per view over all processes
+    if gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        all_u, all_v = torch.cat(gather_with_grad(u)), torch.cat(gather_with_grad(v))
+        cols, offset, total = torch.cat([all_u, all_v]), dist.get_rank() * B, all_u.shape[0]
+    logits = rows @ cols.t() / tau
+    own = torch.arange(B, device=u.device) + offset
+    self_col = torch.cat([own, own + total])  # row i of [u; v] is column self_col[i]
+    logits[torch.arange(2 * B, device=u.device), self_col] = float("-inf")
+    target = torch.cat([own + total, own])
     return F.cross_entropy(logits, target)
 
 
-def cqc_loss(xa: torch.Tensor, xb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+def cqc_loss(xa: torch.Tensor, xb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, tau: float = 0.5,
+             gather_distributed: bool = False) -> torch.Tensor:
     """Features of view A against soft-quantized view B, and B against A, averaged.
 
     (The reference code sums the two terms; averaging only halves the gradient scale under Adam.)
     """
-    return 0.5 * (nt_xent(xa, zb, tau) + nt_xent(xb, za, tau))
+    return 0.5 * (nt_xent(xa, zb, tau, gather_distributed) + nt_xent(xb, za, tau, gather_distributed))
 
 
 class CQCLoss(nn.Module):
-    def __init__(self, tau: float = 0.5):
+    """``cqc_loss`` as a module. gather_distributed=True: negatives from every DDP process (global batch)."""
+
+    def __init__(self, tau: float = 0.5, gather_distributed: bool = False):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
         self.tau = float(tau)
+        self.gather_distributed = bool(gather_distributed)
 
     def forward(self, xa, xb, za, zb):
-        return cqc_loss(xa, xb, za, zb, self.tau)
+        return cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient for each slice and returns this process's.
+
+    Each process's loss uses all slices; summing over processes gives d(sum of losses)/d(local slice). DDP then
+    averages parameter gradients over the N processes, so the update is that of the mean loss, which equals
+    the single-process loss on the concatenated batch.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        stacked = torch.stack([g.contiguous() for g in grads])
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        return stacked[dist.get_rank()]
+
+
+def gather_with_grad(x: torch.Tensor):
+    """Every process's ``x`` (same shape on all), in rank order; gradients flow back to each owner."""
+    return _GatherWithGrad.apply(x)
