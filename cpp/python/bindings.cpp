@@ -1,6 +1,10 @@
-// The only bridge between Python and the core. The Python layer (spqindex/index.py) converts
-// dtypes and checks values; here arrays must already be C-contiguous with the exact dtype, so
-// nothing is copied silently. Outputs are allocated with the GIL held, compute runs without it.
+// The only bridge between Python and the core. Layering of the checks, one owner each:
+//   Python (spqindex/_validate.py, index.py) converts types once (TypeError naming the argument);
+//   this file checks memory layout and shapes against the index (dtype, ndim, C-contiguity,
+//   columns, lengths) and query finiteness, without copying;
+//   the core checks values (k, metric, codebooks, ids, codes) and throws std::invalid_argument
+//   naming the argument (ValueError in Python).
+// Outputs are allocated with the GIL held, compute runs without it.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -90,8 +94,8 @@ template <typename IndexT, typename... Extra>
 py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k, Extra... extra) {
   auto qa = strict<float>(q, "q", 2);
   check_dim(qa, "q", self.dim());
-  if (k < 1) throw py::value_error("k: must be >= 1");
   const py::ssize_t nq = qa.shape(0);
+  Index::check_k(static_cast<size_t>(nq), k);
   if (!all_finite(qa.data(), static_cast<size_t>(nq) * self.dim()))
     throw py::value_error("q: contains NaN or Inf (or values too large for float32)");
   py::array_t<float> D({nq, k});
@@ -136,7 +140,7 @@ void bind_cuda(py::module_& m) {
       .def("search_ptr",
            [](GpuIndex& self, uintptr_t ptr, py::ssize_t nq, py::ssize_t k, uintptr_t stream) {
              if (nq < 0) throw py::value_error("nq: must be >= 0");
-             if (k < 1) throw py::value_error("k: must be >= 1");
+             Index::check_k(static_cast<size_t>(nq), k);
              py::array_t<float> D({nq, k});
              py::array_t<int64_t> I({nq, k});
              float* dp = D.mutable_data();
@@ -387,6 +391,12 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("out"), py::arg("inputs"), py::arg("shift_ids") = false);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  // The core's value rules, for Python code that must fail before its own work (k-means, Lloyd).
+  m.def("check_metric", [](const std::string& name) { metric_from_string(name); }, py::arg("metric"));
+  m.def("check_codebooks", [](const py::array& codebooks) {
+    auto c = strict<float>(codebooks, "codebooks", 3);
+    Codebooks(static_cast<int>(c.shape(0)), static_cast<int>(c.shape(1)), static_cast<int>(c.shape(2)), c.data());
+  }, py::arg("codebooks"));
   m.def("get_num_threads", &get_num_threads);
   m.def("simd_level", [] { return simd_level_name(kernels().level); });
   m.def("cpu_simd_level", [] { return simd_level_name(cpu_simd_level()); });

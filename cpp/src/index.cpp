@@ -226,9 +226,17 @@ void Index::merge_from(const Index& other, bool shift_ids) {
   id_mode_ = other.id_mode_;
 }
 
+void Index::check_k(size_t nq, int64_t k) {
+  SPQ_CHECK_ARG(k >= 1, "k: must be >= 1, got " + std::to_string(k));
+  constexpr uint64_t kMaxResultBytes = uint64_t{1} << 62;  // beyond any address space
+  SPQ_CHECK_ARG(static_cast<uint64_t>(k) <= kMaxResultBytes / 12 / std::max<uint64_t>(nq, 1),
+                "k: " + std::to_string(k) + " is too large: results of shape (" + std::to_string(nq) +
+                    ", " + std::to_string(k) + ") cannot be addressed");
+}
+
 void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
                    const int64_t* allow, size_t n_allow) const {
-  SPQ_CHECK_ARG(k >= 1, "k: must be >= 1");
+  check_k(nq, static_cast<int64_t>(k));
   std::shared_lock<WriterPreferringMutex> lock(mu_);
   BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
   std::vector<uint64_t> mask;

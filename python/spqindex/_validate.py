@@ -41,7 +41,7 @@ def float_matrix(value, name: str, dim: int | None = None, allow_empty: bool = T
         arr = arr[None, :]
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-d array (n, dim), got shape {arr.shape}")
-    if dim is not None and arr.shape[1] != dim:
+    if dim is not None and arr.shape[1] != dim:  # before the float32 copy; pure-Python users (langchain) rely on it
         raise ValueError(f"{name}: expected {dim} columns (the index dim), got {arr.shape[1]}")
     if not allow_empty and arr.shape[0] == 0:
         raise ValueError(f"{name}: is empty")
@@ -62,25 +62,18 @@ def all_finite(arr: np.ndarray, block: int = 1 << 20) -> bool:
 
 
 def codebook_array(codebooks) -> np.ndarray:
-    """(M, K, dsub) float32 C-contiguous, finite, K a power of two in 2..256."""
+    """(M, K, dsub) float32 C-contiguous. Values (M, dsub >= 1, K a power of two in 2..256, finite)
+    are the core's rule (Codebooks), checked when the index is built or by ``_core.check_codebooks``."""
     arr = to_numpy(codebooks, "codebooks")
     if arr.dtype.kind != "f":
         raise TypeError(f"codebooks: expected a floating-point array, got {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"codebooks: expected shape (M, K, dsub), got {arr.shape}")
-    M, K, dsub = arr.shape
-    if M < 1 or dsub < 1:
-        raise ValueError(f"codebooks: M and dsub must be >= 1, got shape {arr.shape}")
-    if K < 2 or K > 256 or K & (K - 1):
-        raise ValueError(f"codebooks: K must be a power of two in 2..256 (nbits 1..8), got K={K}")
-    with np.errstate(over="ignore"):  # overflow to Inf is reported just below
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError("codebooks: contains NaN or Inf")
-    return arr
+    with np.errstate(over="ignore"):  # overflow to Inf is the core's NaN/Inf error
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def id_vector(value, name: str, n: int | None = None) -> np.ndarray:
+def id_vector(value, name: str) -> np.ndarray:
     """(n,) int64 C-contiguous. Accepts any integer dtype; bools and floats are refused."""
     arr = to_numpy(value, name)
     if arr.ndim == 0:
@@ -92,21 +85,27 @@ def id_vector(value, name: str, n: int | None = None) -> np.ndarray:
             raise TypeError(f"{name}: expected an integer array, got {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-d array, got shape {arr.shape}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name}: length {arr.shape[0]} does not match the {n} vectors given")
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name}: values exceed the int64 range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def code_matrix(value, name: str, code_size: int) -> np.ndarray:
-    """(n, code_size) uint8 C-contiguous packed codes."""
+def code_matrix(value, name: str) -> np.ndarray:
+    """uint8 C-contiguous packed codes; their shape (n, code_size) is checked by the binding."""
     arr = to_numpy(value, name)
     if arr.dtype != np.uint8:
         raise TypeError(f"{name}: expected packed codes of dtype uint8, got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != code_size:
-        raise ValueError(f"{name}: expected shape (n, {code_size}) (code_size bytes per row), got {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def int_arg(value, name: str) -> int:
+    """A Python int from an int-like argument (TypeError otherwise); ValueError beyond int64.
+    Its value rule belongs to whoever uses it (e.g. k: the core)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name}: {value} is out of the int64 range")
+    return int(value)
 
 
 def positive_int(value, name: str) -> int:

@@ -16,7 +16,7 @@ from typing import Tuple
 import numpy as np
 
 from . import _core
-from ._validate import float_matrix, positive_int
+from ._validate import float_matrix, int_arg
 
 #: Largest k searched on the GPU; a larger k is answered by the CPU index (same results).
 MAX_K = int(getattr(_core, "cuda_max_k", 2048))
@@ -133,7 +133,7 @@ class GpuIndex:
         """Exact top-k on the GPU; same contract and results as ``Index.search``.
 
         ``q``: (nq, dim) numpy array (copied to the device) or CUDA array (read in place)."""
-        k = positive_int(k, "k")
+        k = int_arg(k, "k")  # its values: Index::check_k in the core
         dev = _device_matrix(q, "q", self.dim, self.device)
         if k > MAX_K:  # beyond the shared-memory selection: the CPU index gives the same answer
             if dev is not None:

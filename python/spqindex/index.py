@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from . import _core
-from ._validate import code_matrix, codebook_array, float_matrix, id_vector, positive_int
+from ._validate import code_matrix, codebook_array, float_matrix, id_vector, int_arg
 
-METRICS = ("l2", "spq", "ip")
-_MAX_RESULT_BYTES = 2**62  # far beyond any address space; larger is certainly a mistake
+
+def _metric_name(metric) -> str:
+    """The metric's type; its value ("l2", "spq", "ip") is the core's rule (metric_from_string)."""
+    if not isinstance(metric, str):
+        raise TypeError(f"metric: expected a str (\"l2\", \"spq\" or \"ip\"), got {type(metric).__name__}")
+    return metric
 
 
 def _check_path(path, name: str = "path") -> str:
@@ -36,9 +40,7 @@ class Index:
     """
 
     def __init__(self, codebooks, metric: str = "l2"):
-        if not isinstance(metric, str) or metric not in METRICS:
-            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-        self._core = _core.IndexCore(codebook_array(codebooks), metric)
+        self._core = _core.IndexCore(codebook_array(codebooks), _metric_name(metric))
 
     @classmethod
     def _wrap(cls, core) -> "Index":
@@ -52,8 +54,7 @@ class Index:
         """Classic PQ: k-means codebooks per sub-space, learned from ``x`` (n, dim). Empty index."""
         from .pq import train_codebooks
 
-        if not isinstance(metric, str) or metric not in METRICS:  # before the k-means, not after
-            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+        _core.check_metric(_metric_name(metric))  # before the k-means, not after
         codebooks = train_codebooks(x, M=M, nbits=nbits, iters=iters, seed=seed,
                                     max_points_per_centroid=max_points_per_centroid)
         return cls(codebooks, metric=metric)
@@ -124,7 +125,7 @@ class Index:
         """Encodes and stores ``x`` (n, dim). ``ids``: unique non-negative int64, or None to continue
         from the largest id so far. All-or-nothing: on error the index is unchanged."""
         xa = float_matrix(x, "x", self.dim)
-        ia = None if ids is None else id_vector(ids, "ids", xa.shape[0])
+        ia = None if ids is None else id_vector(ids, "ids")
         try:
             self._core.add(xa, ia)
         except MemoryError:
@@ -132,8 +133,8 @@ class Index:
 
     def add_codes(self, codes, ids=None) -> None:
         """Stores already packed codes (n, code_size) uint8, e.g. from ``encode`` or FAISS."""
-        ca = code_matrix(codes, "codes", self.code_size)
-        ia = None if ids is None else id_vector(ids, "ids", ca.shape[0])
+        ca = code_matrix(codes, "codes")
+        ia = None if ids is None else id_vector(ids, "ids")
         try:
             self._core.add_codes(ca, ia)
         except MemoryError:
@@ -166,13 +167,10 @@ class Index:
         missing results are padded with id -1 and distance +inf (-inf for "ip").
         ``filter``: ids (1-d integers) that may be returned; the result is then the exact top-k
         among them (ids not in the index are ignored), computed inside the scan."""
-        k = positive_int(k, "k")
+        k = int_arg(k, "k")  # its values: Index::check_k in the core
         fa = None if filter is None else id_vector(filter, "filter")
         qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
         nq = qa.shape[0]
-        # D and I together take 12 bytes per (query, k) slot.
-        if k > _MAX_RESULT_BYTES // 12 // max(nq, 1):
-            raise ValueError(f"k: {k} is too large: results of shape ({nq}, {k}) cannot be addressed")
         try:
             return self._core.search(qa, k, fa)
         except MemoryError:
@@ -194,7 +192,7 @@ class Index:
 
     def decode(self, codes) -> np.ndarray:
         """Vectors (n, dim) float32 rebuilt from packed codes."""
-        return self._core.decode(code_matrix(codes, "codes", self.code_size))
+        return self._core.decode(code_matrix(codes, "codes"))
 
     def reconstruct(self, ids) -> np.ndarray:
         """Decoded stored vectors for the given ids, shape (n, dim). Raises KeyError for unknown ids."""

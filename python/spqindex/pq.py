@@ -54,6 +54,7 @@ def refine_codebooks(x, codebooks, iters: int = 10) -> np.ndarray:
     """
     iters = positive_int(iters, "iters")
     cb = codebook_array(codebooks).copy()
+    _core.check_codebooks(cb)  # the core's value rules, before the embedding of x
     M, K, dsub = cb.shape
     nbits = K.bit_length() - 1
     xa = float_matrix(x, "x")

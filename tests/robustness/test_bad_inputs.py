@@ -91,7 +91,7 @@ CASES = [
     ("Index/cb-neginf", "seq", lambda c: Idx(cb(fill=-np.inf)), ValueError, "codebooks"),
     ("Index/cb-f64-overflow", "seq", lambda c: Idx(cb(dtype=np.float64, fill=1e300)), ValueError, "codebooks"),
     ("Index/metric-unknown", "seq", lambda c: Idx(GOOD_CB, metric="cosine"), ValueError, "metric"),
-    ("Index/metric-int", "seq", lambda c: Idx(GOOD_CB, metric=2), ValueError, "metric"),
+    ("Index/metric-int", "seq", lambda c: Idx(GOOD_CB, metric=2), TypeError, "metric"),  # a type: TypeError
     # --- Index.train ----------------------------------------------------------------------
     ("train/x-int", "seq", lambda c: Idx.train(vecs(64).astype(np.int64), M=2, nbits=2), TypeError, "x"),
     ("train/x-1d", "seq", lambda c: Idx.train(vecs(64)[0], M=2, nbits=2), ValueError, "x"),

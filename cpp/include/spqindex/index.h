@@ -60,6 +60,10 @@ class Index {
   void add(const float* x, size_t n, const int64_t* ids);
   /// Appends n packed codes (layout (n, code_size)); same id rules as add.
   void add_codes(const uint8_t* codes, size_t n, const int64_t* ids);
+  /// The rule for k (the one check of it): 1 <= k, and (nq, k) results addressable (12 bytes a
+  /// slot, under 2^62 bytes). Throws std::invalid_argument naming k. The binding calls it before
+  /// allocating the results; search calls it again (cheap).
+  static void check_k(size_t nq, int64_t k);
   /// Exact top-k for nq queries (layout (nq, dim)). Writes D, I of layout (nq, k), best first.
   /// allow (n_allow ids, or nullptr): only these ids are candidates (unknown ids are ignored).
   void search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
