@@ -112,3 +112,16 @@ fuzz: install
 	mkdir -p build/fuzz-corpus
 	$(BIN)/python fuzz/fuzz_load.py build/fuzz-corpus fuzz/corpus -max_total_time=$(FUZZ_TIME) \
 	  -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+# --- ISA files (issue 17 item 5) ------------------------------------------------------------
+# check-isa: the per-ISA kernel objects define no weak/inline symbols and no data
+# (cpp/check_isa_symbols.sh), in an optimised build and in a -O0 Debug build, where nothing is inlined.
+.PHONY: check-isa
+check-isa: $(BIN)/python
+	$(BIN)/pip install -q cmake ninja
+	for t in Release Debug; do \
+	  PATH=$(abspath $(BIN)):$$PATH cmake -S . -B build/isa-$$t -G Ninja -DCMAKE_BUILD_TYPE=$$t \
+	    -DSPQINDEX_BUILD_TESTS=ON && \
+	  PATH=$(abspath $(BIN)):$$PATH cmake --build build/isa-$$t && \
+	  cpp/check_isa_symbols.sh build/isa-$$t && build/isa-$$t/spqindex_tests || exit 1; \
+	done

@@ -1,11 +1,8 @@
-// AVX2 kernels. Compiled with -mavx2 -mfma for this file only; holds no static objects
-// (a static initialiser here would run on CPUs without AVX2).
+// AVX2 kernels. Compiled with -mavx2 -mfma for this file only; holds no static objects (a static
+// initialiser here would run on CPUs without AVX2) and uses only intrinsics/builtins (simd.h).
 #include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "spqindex/simd.h"
 
@@ -110,12 +107,12 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
                     double max_norm, int K, int dsub) {
   float xnf = 0.f;  // ‖x‖² in float: its relative error is below g, covered by xn * (1 + g)
   for (int d = 0; d < dsub; d++) xnf += x[d] * x[d];
-  const double xn = xnf, xr = std::sqrt(xn * (1 + 1e-6)), C = max_norm;
+  const double xn = xnf, xr = __builtin_sqrt(xn * (1 + 1e-6)), C = max_norm;
   if (!((xr + C) * (xr + C) < 1e36)) return -1;
   const double g = (dsub + 4) * (1.0 / 8388608.0);
   const double Ea = g * (C * C + 2 * xr * C);
   float approx[256];
-  __m256 vmin = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  __m256 vmin = _mm256_set1_ps(__builtin_inff());
   const __m256 two = _mm256_set1_ps(2.f);
   for (int k = 0; k < K; k += 8) {
     __m256 dot = _mm256_setzero_ps();
@@ -129,13 +126,13 @@ int nearest_bounded(const float* x, const float* ct, const float* rows, const fl
   _mm256_store_ps(mins, vmin);
   float amin = mins[0];
   for (int l = 1; l < 8; l++) amin = mins[l] < amin ? mins[l] : amin;
-  const double tiny = (8.0 * dsub + 32) * std::numeric_limits<float>::denorm_min();
-  const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + std::fabs(amin) + Ea) + tiny;
+  const double tiny = (8.0 * dsub + 32) * __FLT_DENORM_MIN__;
+  const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + __builtin_fabs(amin) + Ea) + tiny;
   // Rounded to float with a relative margin above float's 2^-24, so tauf >= tau.
-  const float tauf = static_cast<float>(tau + std::fabs(tau) * 1e-6 + tiny);
+  const float tauf = static_cast<float>(tau + __builtin_fabs(tau) * 1e-6 + tiny);
   const __m256 vtau = _mm256_set1_ps(tauf);
   int best = -1;
-  float best_s = std::numeric_limits<float>::infinity();
+  float best_s = __builtin_inff();
   for (int k = 0; k < K; k += 8) {
     uint32_t mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(approx + k), vtau, _CMP_LE_OQ));
     while (mask) {
@@ -165,6 +162,11 @@ int nearest(const float* x, const float* ct, const float* rows, const float* nor
 
 }  // namespace
 
-Kernels avx2_kernels() { return Kernels{SimdLevel::AVX2, subspace_l2, subspace_ip, nearest}; }
+// The complete AVX2 table (simd.h): scan kernels from the AVX2 scan files.
+Kernels avx2_kernels() {
+  Kernels k{SimdLevel::AVX2, subspace_l2, subspace_ip, nearest};
+  k.scan4 = scan4_avx2();
+  return k;
+}
 
 }  // namespace spqindex

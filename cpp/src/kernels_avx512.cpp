@@ -1,11 +1,9 @@
-// AVX-512 kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq for this file only; holds no static objects
-// (a static initialiser here would run on CPUs without AVX-512).
+// AVX-512 kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq for this file only;
+// holds no static objects (a static initialiser here would run on CPUs without AVX-512) and uses
+// only intrinsics/builtins (simd.h).
 #include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "spqindex/simd.h"
 
@@ -110,7 +108,7 @@ void approx_pass(const float* const* xs, const float* ct, const float* norms, in
                  float* approx, float* amin) {
   const int dsub = DSUB > 0 ? DSUB : dsub_rt;
   __m512 vmin[NV];
-  for (int v = 0; v < NV; v++) vmin[v] = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  for (int v = 0; v < NV; v++) vmin[v] = _mm512_set1_ps(__builtin_inff());
   for (int k = 0; k < K; k += 16) {
     __m512 a[NV];
     const __m512 nk = _mm512_loadu_ps(norms + k);
@@ -137,14 +135,14 @@ int finish_bounded(const float* x, const float* approx, float amin, const float*
     const __m512 xv = _mm512_maskz_loadu_ps(dsub - d >= 16 ? 0xFFFF : (1u << (dsub - d)) - 1, x + d);
     xx = _mm512_add_ps(xx, _mm512_mul_ps(xv, xv));
   }
-  const double xn = _mm512_reduce_add_ps(xx), xr = std::sqrt(xn * (1 + 1e-6)), C = max_norm;
-  if (!((xr + C) * (xr + C) < 1e36) || !std::isfinite(amin)) return -1;
+  const double xn = _mm512_reduce_add_ps(xx), xr = __builtin_sqrt(xn * (1 + 1e-6)), C = max_norm;
+  if (!((xr + C) * (xr + C) < 1e36) || !__builtin_isfinite(amin)) return -1;
   const double g = (dsub + 4) * (1.0 / 8388608.0);
   const double Ea = g * (C * C + 2 * xr * C);
-  const double tiny = (8.0 * dsub + 32) * std::numeric_limits<float>::denorm_min();
-  const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + std::fabs(amin) + Ea) + tiny;
+  const double tiny = (8.0 * dsub + 32) * __FLT_DENORM_MIN__;
+  const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + __builtin_fabs(amin) + Ea) + tiny;
   // Rounded to float with a relative margin above float's 2^-24, so tauf >= tau.
-  const float tauf = static_cast<float>(tau + std::fabs(tau) * 1e-6 + tiny);
+  const float tauf = static_cast<float>(tau + __builtin_fabs(tau) * 1e-6 + tiny);
   const __m512 vtau = _mm512_set1_ps(tauf);
   // Count the candidates without branching; a single one is the approximate argmin itself.
   __m512i count = _mm512_setzero_si512(), only = _mm512_setzero_si512();
@@ -158,7 +156,7 @@ int finish_bounded(const float* x, const float* approx, float amin, const float*
   }
   if (_mm512_reduce_add_epi32(count) == 1) return _mm512_reduce_max_epi32(only);
   int best = -1;
-  float best_s = std::numeric_limits<float>::infinity();
+  float best_s = __builtin_inff();
   for (int k = 0; k < K; k += 16) {
     uint32_t mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(approx + k), vtau, _CMP_LE_OQ);
     while (mask) {
@@ -226,6 +224,13 @@ int nearest(const float* x, const float* ct, const float* rows, const float* nor
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch}; }
+// The complete AVX-512 table (simd.h): scan kernels from the AVX-512 scan files; the exact 8-bit
+// scan needs VBMI (vpermi2b), which the caller detected.
+Kernels avx512_kernels(bool vbmi) {
+  Kernels k{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch};
+  k.scan4 = scan4_avx512();
+  if (vbmi) k.scan8 = scan8_avx512vbmi();
+  return k;
+}
 
 }  // namespace spqindex

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "spqindex/error.h"
 
@@ -32,48 +33,50 @@ bool cpu_has_vbmi() {
 #endif
 }
 
+// Each level's table comes complete from its ISA file; nothing is patched in here.
 Kernels table_for(SimdLevel level) {
-#if SPQINDEX_X86_KERNELS
-  Kernels k;
   switch (level) {
-    case SimdLevel::AVX512:
-      k = avx512_kernels();
-      k.scan4 = scan4_avx512();
-      if (cpu_has_vbmi()) k.scan8 = scan8_avx512vbmi();
-      return k;
-    case SimdLevel::AVX2:
-      k = avx2_kernels();
-      k.scan4 = scan4_avx2();
-      return k;
+#if SPQINDEX_X86_KERNELS
+    case SimdLevel::AVX512: return avx512_kernels(cpu_has_vbmi());
+    case SimdLevel::AVX2: return avx2_kernels();
+#endif
     default: return scalar_kernels();
   }
-#else
-  (void)level;
-  return scalar_kernels();
-#endif
 }
 
 std::once_flag g_once;
-Kernels g_tables[3];                    // indexed by SimdLevel, filled once
+Kernels g_tables[kNumSimdLevels];       // indexed by SimdLevel, filled once for supported levels
 std::atomic<const Kernels*> g_active;   // what kernels() returns
 SimdLevel g_cpu_level;
+
+bool supported(SimdLevel level) {
+  if (level == SimdLevel::Scalar || level == g_cpu_level) return true;
+  return level == SimdLevel::AVX2 && g_cpu_level == SimdLevel::AVX512;
+}
+
+bool parse(const char* name, SimdLevel* out) {
+  for (int l = 0; l < kNumSimdLevels; l++)
+    if (!std::strcmp(name, simd_level_name(static_cast<SimdLevel>(l)))) {
+      *out = static_cast<SimdLevel>(l);
+      return true;
+    }
+  return false;
+}
 
 void init() {
   g_cpu_level = detect();
   SimdLevel level = g_cpu_level;
   if (const char* env = std::getenv("SPQINDEX_SIMD")) {
     SimdLevel want = level;
-    if (!std::strcmp(env, "scalar")) want = SimdLevel::Scalar;
-    else if (!std::strcmp(env, "avx2")) want = SimdLevel::AVX2;
-    else if (!std::strcmp(env, "avx512")) want = SimdLevel::AVX512;
-    else std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512; using %s\n", env, simd_level_name(level));
-    if (want > g_cpu_level)
+    if (!parse(env, &want))
+      std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512; using %s\n", env, simd_level_name(level));
+    else if (!supported(want))
       std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not supported by this CPU; using %s\n", env, simd_level_name(g_cpu_level));
     else
       level = want;
   }
-  for (int l = 0; l <= static_cast<int>(g_cpu_level); l++)
-    g_tables[l] = table_for(static_cast<SimdLevel>(l));
+  for (int l = 0; l < kNumSimdLevels; l++)
+    if (supported(static_cast<SimdLevel>(l))) g_tables[l] = table_for(static_cast<SimdLevel>(l));
   g_active.store(&g_tables[static_cast<int>(level)]);
 }
 
@@ -89,12 +92,24 @@ SimdLevel cpu_simd_level() {
   return g_cpu_level;
 }
 
+bool simd_level_supported(SimdLevel level) {
+  std::call_once(g_once, init);
+  return supported(level);
+}
+
 void set_simd_level(SimdLevel level) {
   std::call_once(g_once, init);
-  SPQ_CHECK_ARG(level <= g_cpu_level, std::string("level: ") + simd_level_name(level) +
-                                          " is not supported by this CPU (best: " +
-                                          simd_level_name(g_cpu_level) + ")");
+  SPQ_CHECK_ARG(supported(level), std::string("level: ") + simd_level_name(level) +
+                                      " is not supported by this CPU (best: " +
+                                      simd_level_name(g_cpu_level) + ")");
   g_active.store(&g_tables[static_cast<int>(level)]);
+}
+
+const Kernels& kernels_for(SimdLevel level) {
+  std::call_once(g_once, init);
+  SPQ_CHECK_ARG(supported(level), std::string("level: ") + simd_level_name(level) +
+                                      " is not supported by this CPU");
+  return g_tables[static_cast<int>(level)];
 }
 
 const char* simd_level_name(SimdLevel level) {
@@ -103,6 +118,13 @@ const char* simd_level_name(SimdLevel level) {
     case SimdLevel::AVX2: return "avx2";
     default: return "scalar";
   }
+}
+
+SimdLevel simd_level_from_name(const char* name) {
+  SimdLevel level;
+  SPQ_CHECK_ARG(parse(name, &level),
+                std::string("level: expected \"scalar\", \"avx2\" or \"avx512\", got \"") + name + "\"");
+  return level;
 }
 
 }  // namespace spqindex

@@ -211,6 +211,20 @@ void test_encode_matches_reference_every_simd_level() {
   set_simd_level(cpu);
 }
 
+// Every level's table comes complete from its ISA file (simd.h): nothing is patched in later.
+void test_kernel_tables_complete() {
+  for (int l = 0; l < kNumSimdLevels; l++) {
+    const SimdLevel level = static_cast<SimdLevel>(l);
+    if (!simd_level_supported(level)) continue;
+    const Kernels& k = kernels_for(level);
+    CHECK(k.level == level);
+    CHECK(k.subspace_l2 && k.subspace_ip && k.nearest);
+    if (level != SimdLevel::Scalar) CHECK(k.scan4 != nullptr);
+    CHECK(simd_level_from_name(simd_level_name(level)) == level);
+  }
+  EXPECT_THROW(std::invalid_argument, simd_level_from_name("sse9"));
+}
+
 void test_lut_and_scan_against_brute_force() {
   std::mt19937_64 rng(3);
   for (Metric metric : {Metric::L2, Metric::SPQ, Metric::IP})
@@ -508,6 +522,7 @@ int main() {
   run("codebooks_validation", test_codebooks_validation);
   run("pack_unpack_all_nbits", test_pack_unpack_all_nbits);
   run("encode_matches_reference_every_simd_level", test_encode_matches_reference_every_simd_level);
+  run("kernel_tables_complete", test_kernel_tables_complete);
   run("lut_and_scan_against_brute_force", test_lut_and_scan_against_brute_force);
   run("topk_ties_and_merge", test_topk_ties_and_merge);
   run("index_add_remove_reconstruct", test_index_add_remove_reconstruct);

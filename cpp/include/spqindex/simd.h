@@ -1,6 +1,13 @@
 // Runtime SIMD dispatch: CPU features are read once, a table of kernels is chosen, and the
 // SPQINDEX_SIMD environment variable (scalar|avx2|avx512) can force a lower level.
 // Every kernel of every level must produce bit-identical results to the scalar one.
+//
+// ISA files (kernels_<isa>.cpp, scan<bits>_<isa>.cpp; compiled with per-file -m flags): each level's
+// kernels_<isa>.cpp fills and returns its COMPLETE table (scan kernels included, taken from the
+// scan files of the same ISA). They hold no static objects and call only intrinsics and
+// __builtin_* functions: an inline or template function from a header (std::min, std::sqrt,
+// numeric_limits...) would be emitted there as a weak symbol, and the linker may keep that
+// ISA-flagged copy for the whole program. `make check-isa` verifies this with nm (Release and -O0).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -9,7 +16,9 @@
 
 namespace spqindex {
 
+/// x86 levels are ordered (AVX512 > AVX2 > Scalar).
 enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+constexpr int kNumSimdLevels = 3;
 
 struct Kernels {
   SimdLevel level;
@@ -37,18 +46,23 @@ struct Kernels {
 const Kernels& kernels();
 /// Best level the CPU supports.
 SimdLevel cpu_simd_level();
-/// Selects a level for this process: requires level <= cpu_simd_level(); returns the kernels.
+/// Whether set_simd_level(level) is allowed on this CPU (Scalar always is).
+bool simd_level_supported(SimdLevel level);
+/// Selects a level for this process (simd_level_supported must hold); returns the kernels.
 void set_simd_level(SimdLevel level);
 const char* simd_level_name(SimdLevel level);
+/// "scalar" | "avx2" | "avx512" -> level; throws std::invalid_argument naming `level`.
+SimdLevel simd_level_from_name(const char* name);
+/// The kernels of a supported level without selecting it (tests compare levels side by side).
+const Kernels& kernels_for(SimdLevel level);
 
-// Per-ISA tables (defined in kernels_<isa>.cpp, scan<bits>_<isa>.cpp). Those files hold no static
-// objects and call no inline or template code from other headers (std::min included): the
-// linker may keep their ISA-flagged copy of such a function for the whole program.
+// Per-ISA tables: each is defined in kernels_<isa>.cpp and complete (see the header comment).
 Kernels scalar_kernels();
 Kernels avx2_kernels();
-Kernels avx512_kernels();
+Kernels avx512_kernels(bool vbmi);  ///< vbmi: the CPU has AVX-512 VBMI (exact 8-bit permutes)
+// Scan kernels of one ISA, for that ISA's kernels_<isa>.cpp only.
 ScanKernel scan4_avx2();
 ScanKernel scan4_avx512();
-ScanKernel scan8_avx512vbmi();  ///< needs AVX-512 VBMI besides the AVX512 level
+ScanKernel scan8_avx512vbmi();
 
 }  // namespace spqindex
