@@ -12,9 +12,12 @@
 namespace spqindex {
 namespace {
 
-// SPQINDEX_X86_KERNELS: the AVX2/AVX-512 kernel files are compiled in (CMakeLists.txt); without
-// them the scalar level is the only one, whatever the CPU.
+// SPQINDEX_X86_KERNELS / SPQINDEX_NEON_KERNELS: the AVX2/AVX-512 resp. NEON kernel files are
+// compiled in (CMakeLists.txt); without them the scalar level is the only one, whatever the CPU.
 SimdLevel detect() {
+#if SPQINDEX_NEON_KERNELS
+  return SimdLevel::NEON;  // Advanced SIMD is part of every aarch64 CPU
+#endif
 #if SPQINDEX_X86_KERNELS
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -25,13 +28,9 @@ SimdLevel detect() {
   return SimdLevel::Scalar;
 }
 
-bool cpu_has_vbmi() {
 #if SPQINDEX_X86_KERNELS
-  return __builtin_cpu_supports("avx512vbmi");
-#else
-  return false;
+bool cpu_has_vbmi() { return __builtin_cpu_supports("avx512vbmi"); }
 #endif
-}
 
 // Each level's table comes complete from its ISA file; nothing is patched in here.
 Kernels table_for(SimdLevel level) {
@@ -39,6 +38,9 @@ Kernels table_for(SimdLevel level) {
 #if SPQINDEX_X86_KERNELS
     case SimdLevel::AVX512: return avx512_kernels(cpu_has_vbmi());
     case SimdLevel::AVX2: return avx2_kernels();
+#endif
+#if SPQINDEX_NEON_KERNELS
+    case SimdLevel::NEON: return neon_kernels();
 #endif
     default: return scalar_kernels();
   }
@@ -69,7 +71,7 @@ void init() {
   if (const char* env = std::getenv("SPQINDEX_SIMD")) {
     SimdLevel want = level;
     if (!parse(env, &want))
-      std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512; using %s\n", env, simd_level_name(level));
+      std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512|neon; using %s\n", env, simd_level_name(level));
     else if (!supported(want))
       std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not supported by this CPU; using %s\n", env, simd_level_name(g_cpu_level));
     else
@@ -116,6 +118,7 @@ const char* simd_level_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::AVX512: return "avx512";
     case SimdLevel::AVX2: return "avx2";
+    case SimdLevel::NEON: return "neon";
     default: return "scalar";
   }
 }
@@ -123,7 +126,7 @@ const char* simd_level_name(SimdLevel level) {
 SimdLevel simd_level_from_name(const char* name) {
   SimdLevel level;
   SPQ_CHECK_ARG(parse(name, &level),
-                std::string("level: expected \"scalar\", \"avx2\" or \"avx512\", got \"") + name + "\"");
+                std::string("level: expected \"scalar\", \"avx2\", \"avx512\" or \"neon\", got \"") + name + "\"");
   return level;
 }
 

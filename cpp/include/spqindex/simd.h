@@ -1,5 +1,5 @@
 // Runtime SIMD dispatch: CPU features are read once, a table of kernels is chosen, and the
-// SPQINDEX_SIMD environment variable (scalar|avx2|avx512) can force a lower level.
+// SPQINDEX_SIMD environment variable (scalar|avx2|avx512|neon) can force a lower level.
 // Every kernel of every level must produce bit-identical results to the scalar one.
 //
 // ISA files (kernels_<isa>.cpp, scan<bits>_<isa>.cpp; compiled with per-file -m flags): each level's
@@ -16,9 +16,9 @@
 
 namespace spqindex {
 
-/// x86 levels are ordered (AVX512 > AVX2 > Scalar).
-enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2 };
-constexpr int kNumSimdLevels = 3;
+/// x86 levels are ordered (AVX512 > AVX2 > Scalar); NEON is ARM's (aarch64) only vector level.
+enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
+constexpr int kNumSimdLevels = 4;
 
 struct Kernels {
   SimdLevel level;
@@ -51,7 +51,7 @@ bool simd_level_supported(SimdLevel level);
 /// Selects a level for this process (simd_level_supported must hold); returns the kernels.
 void set_simd_level(SimdLevel level);
 const char* simd_level_name(SimdLevel level);
-/// "scalar" | "avx2" | "avx512" -> level; throws std::invalid_argument naming `level`.
+/// "scalar" | "avx2" | "avx512" | "neon" -> level; throws std::invalid_argument naming `level`.
 SimdLevel simd_level_from_name(const char* name);
 /// The kernels of a supported level without selecting it (tests compare levels side by side).
 const Kernels& kernels_for(SimdLevel level);
@@ -60,9 +60,12 @@ const Kernels& kernels_for(SimdLevel level);
 Kernels scalar_kernels();
 Kernels avx2_kernels();
 Kernels avx512_kernels(bool vbmi);  ///< vbmi: the CPU has AVX-512 VBMI (exact 8-bit permutes)
+Kernels neon_kernels();
 // Scan kernels of one ISA, for that ISA's kernels_<isa>.cpp only.
 ScanKernel scan4_avx2();
 ScanKernel scan4_avx512();
 ScanKernel scan8_avx512vbmi();
+ScanKernel scan4_neon();
+ScanKernel scan8_neon();
 
 }  // namespace spqindex
