@@ -258,6 +258,7 @@ int nearest(const float* x, const float* ct, const float* rows, const float* nor
 Kernels avx2_kernels() {
   Kernels k{SimdLevel::AVX2, subspace_l2, subspace_ip, nearest, nearest_batch};
   k.scan4 = scan4_avx2();
+  k.scan8_grouped = scan8_grouped_avx2();
   return k;
 }
 

@@ -20,6 +20,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -30,6 +31,8 @@
 #include "spqindex/codebooks.h"
 #include "spqindex/codes.h"
 #include "spqindex/encode.h"
+#include "spqindex/fastscan.h"
+#include "spqindex/grouped_scan.h"
 #include "spqindex/index.h"
 #include "spqindex/io.h"
 #include "spqindex/io_error.h"
@@ -260,6 +263,87 @@ void test_search_every_level_bit_identical() {
       }
     }
   set_simd_level(cpu);
+}
+
+// Grouped 8-bit scan (grouped_scan.h): the grouping is a permutation of 16 groups of 16, the AVX2
+// kernel reports exactly the rows the portable reference does for any bound, and with the bound
+// of the true k-th score every row of the exact top-k is offered (the pruning is safe).
+struct MaskLog {
+  std::vector<uint64_t> masks;  ///< (nq, nblocks)
+  size_t nblocks;
+};
+void log_mask(void* ctx, int qi, size_t block, uint64_t mask) {
+  MaskLog& log = *static_cast<MaskLog*>(ctx);
+  log.masks[qi * log.nblocks + block] |= mask;
+}
+
+void test_grouped_scan8() {
+  std::mt19937_64 rng(77);
+  for (int M : {1, 5, 16}) {
+    const int dsub = 4;
+    Codebooks cb = make_cb(rng, M, 8, dsub);
+    const CodeGroups g = group_codewords(cb);
+    for (int m = 0; m < M; m++)
+      for (int c = 0; c < 256; c++)
+        CHECK(g.to_original[m * 256 + g.to_internal[m * 256 + c]] == c);
+    const size_t n = 64 * 7 + 19;
+    auto x = randn(rng, n * cb.dim());
+    std::vector<uint8_t> codes(n * M), internal(n * M);
+    encode(cb, x.data(), n, codes.data());
+    for (size_t i = 0; i < n * M; i++) internal[i] = g.to_internal[(i % M) * 256 + codes[i]];
+    PackedCodes packed;
+    pack_codes(internal.data(), n, M, 8, &packed);
+    const int nq = 3;
+    auto q = randn(rng, nq * cb.dim());
+    std::vector<float> lut(M * 256), lut_int(M * 256);
+    std::vector<QuantizedLut> ql(nq);
+    std::vector<GroupedLut> gl(nq);
+    std::vector<std::vector<float>> scores(nq, std::vector<float>(n));
+    for (int qi = 0; qi < nq; qi++) {
+      compute_lut(cb, Metric::L2, &q[qi * cb.dim()], lut.data());
+      for (int m = 0; m < M; m++)
+        for (int i = 0; i < 256; i++) lut_int[m * 256 + i] = lut[m * 256 + g.to_original[m * 256 + i]];
+      quantize_lut(lut_int.data(), M, 8, &ql[qi]);
+      CHECK(ql[qi].ok);
+      grouped_lut(ql[qi], M, &gl[qi]);
+      for (size_t r = 0; r < n; r++) scores[qi][r] = adc_score(lut.data(), &codes[r * M], M, 8);
+    }
+    std::vector<ScanKernel> kernels_to_test = {scan8_grouped_scalar()};
+    for (int l = 0; l < kNumSimdLevels; l++)
+      if (simd_level_supported(static_cast<SimdLevel>(l)) && kernels_for(static_cast<SimdLevel>(l)).scan8_grouped)
+        kernels_to_test.push_back(kernels_for(static_cast<SimdLevel>(l)).scan8_grouped);
+    auto run_kernel = [&](ScanKernel kern, const std::vector<int32_t>& bounds) {
+      MaskLog log{std::vector<uint64_t>(nq * packed.nblocks(), 0), packed.nblocks()};
+      std::vector<ScanQuery> sq(nq);
+      for (int qi = 0; qi < nq; qi++) sq[qi] = {gl[qi].table.data(), bounds[qi]};
+      kern(ScanArgs{packed.data.data(), packed.block_bytes, M, 0, packed.nblocks(), nq, sq.data(), log_mask, &log});
+      return log.masks;
+    };
+    for (size_t k : {size_t(1), size_t(10), size_t(100)}) {
+      std::vector<int32_t> bounds(nq);
+      std::vector<std::vector<size_t>> top(nq);
+      for (int qi = 0; qi < nq; qi++) {
+        std::vector<size_t> order(n);
+        std::iota(order.begin(), order.end(), size_t(0));
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+          return better(scores[qi][a], int64_t(a), scores[qi][b], int64_t(b));
+        });
+        top[qi].assign(order.begin(), order.begin() + k);
+        bounds[qi] = ql[qi].bound(scores[qi][order[k - 1]]);
+      }
+      const auto ref = run_kernel(kernels_to_test[0], bounds);
+      for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      for (int qi = 0; qi < nq; qi++)
+        for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks() + r / 64] >> (r % 64)) & 1);
+    }
+    for (int32_t b : {-1, 0, 200, 65535}) {  // fixed bounds, padding rows included
+      const std::vector<int32_t> bounds(nq, b);
+      const auto ref = run_kernel(kernels_to_test[0], bounds);
+      for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      if (b == 65535) CHECK(ref[0] == ~uint64_t{0});
+      if (b < 0) CHECK(ref[0] == 0);
+    }
+  }
 }
 
 void test_lut_and_scan_against_brute_force() {
@@ -561,6 +645,7 @@ int main() {
   run("encode_matches_reference_every_simd_level", test_encode_matches_reference_every_simd_level);
   run("kernel_tables_complete", test_kernel_tables_complete);
   run("search_every_level_bit_identical", test_search_every_level_bit_identical);
+  run("grouped_scan8", test_grouped_scan8);
   run("lut_and_scan_against_brute_force", test_lut_and_scan_against_brute_force);
   run("topk_ties_and_merge", test_topk_ties_and_merge);
   run("index_add_remove_reconstruct", test_index_add_remove_reconstruct);

@@ -40,6 +40,9 @@ struct Kernels {
   /// Fast-scan kernels for 4-bit and 8-bit codes (fastscan.h); nullptr: use the float scan.
   ScanKernel scan4 = nullptr;
   ScanKernel scan8 = nullptr;
+  /// 8-bit scan over group-minimum tables (grouped_scan.h): its ScanQuery::qlut is a
+  /// GroupedLut::table and the codes are internal codes. Not used by Index yet.
+  ScanKernel scan8_grouped = nullptr;
 };
 
 /// The kernels chosen for this process (first call detects the CPU).
@@ -63,6 +66,7 @@ Kernels avx512_kernels(bool vbmi);  ///< vbmi: the CPU has AVX-512 VBMI (exact 8
 Kernels neon_kernels();
 // Scan kernels of one ISA, for that ISA's kernels_<isa>.cpp only.
 ScanKernel scan4_avx2();
+ScanKernel scan8_grouped_avx2();
 ScanKernel scan4_avx512();
 ScanKernel scan8_avx512vbmi();
 ScanKernel scan4_neon();
