@@ -259,6 +259,8 @@ Kernels avx2_kernels() {
   Kernels k{SimdLevel::AVX2, subspace_l2, subspace_ip, nearest, nearest_batch};
   k.scan4 = scan4_avx2();
   k.scan8_grouped = scan8_grouped_avx2();
+  k.sums4 = sums4_avx2();
+  k.sums8 = sums8_scalar();
   return k;
 }
 

@@ -91,6 +91,8 @@ Kernels neon_kernels() {
   Kernels k{SimdLevel::NEON, subspace_l2, subspace_ip, nearest};
   k.scan4 = scan4_neon();
   k.scan8 = scan8_neon();
+  k.sums4 = sums4_scalar();
+  k.sums8 = sums8_scalar();
   return k;
 }
 

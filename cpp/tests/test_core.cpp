@@ -41,6 +41,7 @@
 #include "spqindex/simd.h"
 #include "spqindex/threads.h"
 #include "spqindex/topk.h"
+#include "spqindex/topk_select.h"
 
 using namespace spqindex;
 
@@ -346,6 +347,62 @@ void test_grouped_scan8() {
   }
 }
 
+// Large-k selection (topk_select.h) against the brute-force scan at every level: 4-bit (odd M)
+// and 8-bit, many ties, k around n, row numbers and shuffled ids; the sums kernels of every
+// level equal the portable ones.
+void test_select_topk_large_k() {
+  std::mt19937_64 rng(91);
+  for (int nbits : {4, 8})
+    for (int M : {3, 8}) {
+      Codebooks cb0 = make_cb(rng, M, nbits, 2);
+      for (float& c : cb0.centroids) c = std::round(c * 2.f) / 2.f;  // many ties
+      Codebooks cb(M, cb0.K, 2, cb0.centroids.data());
+      const size_t n = 64 * 40 + 23;
+      auto x = randn(rng, n * cb.dim());
+      std::vector<uint8_t> codes(n * cb.code_size());
+      encode(cb, x.data(), n, codes.data());
+      PackedCodes packed;
+      pack_codes(codes.data(), n, M, nbits, &packed);
+      std::vector<int64_t> ids(n);
+      for (size_t i = 0; i < n; i++) ids[i] = static_cast<int64_t>((i * 7919) % n);  // a permutation
+      auto q = randn(rng, 2 * cb.dim());
+      for (int qi = 0; qi < 2; qi++) {
+        std::vector<float> lut(static_cast<size_t>(M) * cb.K);
+        compute_lut(cb, qi ? Metric::IP : Metric::L2, &q[qi * cb.dim()], lut.data());
+        QuantizedLut ql;
+        quantize_lut(lut.data(), M, nbits, &ql);
+        CHECK(ql.ok);
+        std::vector<uint16_t> ref_sums(packed.nblocks() * 64), sums(ref_sums.size());
+        (nbits == 4 ? sums4_scalar() : sums8_scalar())(packed.data.data(), packed.block_bytes, M, 0,
+                                                       packed.nblocks(), ql.table.data(), ref_sums.data());
+        for (int l = 0; l < kNumSimdLevels; l++) {
+          if (!simd_level_supported(static_cast<SimdLevel>(l))) continue;
+          const Kernels& kern = kernels_for(static_cast<SimdLevel>(l));
+          const SumsKernel sk = nbits == 4 ? kern.sums4 : kern.sums8;
+          sk(packed.data.data(), packed.block_bytes, M, 0, packed.nblocks(), ql.table.data(), sums.data());
+          CHECK(sums == ref_sums);
+          for (size_t k : {size_t(64), size_t(300), size_t(1000), n - 1, n, n + 5}) {
+            for (bool with_ids : {false, true}) {
+              const int64_t* idp = with_ids ? ids.data() : nullptr;
+              std::vector<int64_t> rows(n);
+              for (size_t i = 0; i < n; i++) rows[i] = static_cast<int64_t>(i);
+              TopK ref(k), got(k);
+              scan_codes(lut.data(), codes.data(), with_ids ? ids.data() : rows.data(), 0, n, M, nbits, ref);
+              SelectScratch scratch;
+              select_topk(sk, packed, idp, n, lut.data(), ql, &got, &scratch);
+              std::vector<float> D0(k), D1(k);
+              std::vector<int64_t> I0(k), I1(k);
+              ref.write_sorted(D0.data(), I0.data(), false);
+              got.write_sorted(D1.data(), I1.data(), false);
+              CHECK(I0 == I1);
+              CHECK(std::memcmp(D0.data(), D1.data(), sizeof(float) * k) == 0);
+            }
+          }
+        }
+      }
+    }
+}
+
 void test_lut_and_scan_against_brute_force() {
   std::mt19937_64 rng(3);
   for (Metric metric : {Metric::L2, Metric::SPQ, Metric::IP})
@@ -646,6 +703,7 @@ int main() {
   run("kernel_tables_complete", test_kernel_tables_complete);
   run("search_every_level_bit_identical", test_search_every_level_bit_identical);
   run("grouped_scan8", test_grouped_scan8);
+  run("select_topk_large_k", test_select_topk_large_k);
   run("lut_and_scan_against_brute_force", test_lut_and_scan_against_brute_force);
   run("topk_ties_and_merge", test_topk_ties_and_merge);
   run("index_add_remove_reconstruct", test_index_add_remove_reconstruct);

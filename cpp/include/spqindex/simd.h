@@ -20,6 +20,12 @@ namespace spqindex {
 enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
 constexpr int kNumSimdLevels = 4;
 
+/// Writes the uint16 quantized sum of every row of blocks [b0, b1) (fastscan.h layouts) for one
+/// query table (QuantizedLut::table): out[(b - b0) * 64 + j] = Σ_m q[m, code_m of row b*64 + j].
+/// Exact: quantize_lut keeps every sum within uint16. Used by the large-k selection (topk_select.h).
+using SumsKernel = void (*)(const uint8_t* blocks, size_t block_bytes, int M, size_t b0,
+                            size_t b1, const uint8_t* qlut, uint16_t* out);
+
 struct Kernels {
   SimdLevel level;
   /// dist[k] = Σ_d (x[d] − ct[d, k])² summed over d in order, for k < K. ct layout (dsub, K).
@@ -43,6 +49,9 @@ struct Kernels {
   /// 8-bit scan over group-minimum tables (grouped_scan.h): its ScanQuery::qlut is a
   /// GroupedLut::table and the codes are internal codes. Not used by Index yet.
   ScanKernel scan8_grouped = nullptr;
+  /// Quantized sums of 4-bit / 8-bit rows (never nullptr in a level's table).
+  SumsKernel sums4 = nullptr;
+  SumsKernel sums8 = nullptr;
 };
 
 /// The kernels chosen for this process (first call detects the CPU).
@@ -64,8 +73,12 @@ Kernels scalar_kernels();
 Kernels avx2_kernels();
 Kernels avx512_kernels(bool vbmi);  ///< vbmi: the CPU has AVX-512 VBMI (exact 8-bit permutes)
 Kernels neon_kernels();
+// Portable sums (kernels_scalar.cpp), the 8-bit sums of every level and the 4-bit sums of NEON.
+SumsKernel sums4_scalar();
+SumsKernel sums8_scalar();
 // Scan kernels of one ISA, for that ISA's kernels_<isa>.cpp only.
 ScanKernel scan4_avx2();
+SumsKernel sums4_avx2();
 ScanKernel scan8_grouped_avx2();
 ScanKernel scan4_avx512();
 ScanKernel scan8_avx512vbmi();
