@@ -59,38 +59,50 @@ void select_topk(SumsKernel sums, const PackedCodes& packed, const int64_t* ids,
     for (size_t r = 0; r < n; r++) heap->push(score(r), id_of(r));
     return;
   }
-  // Q*: the upper edge of the first bucket where the cumulative count reaches k. Buckets of
-  // 2^shift sums, shift as small as the table's largest sum allows (often 0: exact counts).
+  // Q*: the upper edge of the first bucket where the cumulative count of a sample of every
+  // stride-th row reaches its share of k (with a margin); checked below, the full histogram if
+  // too few rows qualify. Buckets of 2^shift sums, shift as small as the table allows.
   int shift = 0;
   while ((max_sum(qlut, M, nbits) >> shift) >= kBuckets) shift++;
-  std::vector<uint32_t>& hist = scratch->hist;
-  // Four partial histograms: runs of equal sums would otherwise serialise on one counter.
-  hist.assign(4 * kBuckets, 0);
   const uint16_t* qs = q.data();
-  uint32_t* h = hist.data();
-  size_t r4 = 0;
-  for (; r4 + 4 <= n; r4 += 4) {
-    h[qs[r4] >> shift]++;
-    h[kBuckets + (qs[r4 + 1] >> shift)]++;
-    h[2 * kBuckets + (qs[r4 + 2] >> shift)]++;
-    h[3 * kBuckets + (qs[r4 + 3] >> shift)]++;
+  std::vector<uint32_t>& rows = scratch->rows;
+  rows.resize(n);
+  auto pick_qstar = [&](size_t stride, size_t need) {
+    std::vector<uint32_t>& hist = scratch->hist;
+    hist.assign(kBuckets, 0);
+    uint32_t* h = hist.data();
+    for (size_t r = 0; r < n; r += stride) h[qs[r] >> shift]++;
+    size_t cum = 0, bucket = 0;
+    while (bucket + 1 < kBuckets && cum + h[bucket] < need) cum += h[bucket++];
+    return static_cast<uint32_t>(((bucket + 1) << shift) - 1);
+  };
+  // Branch-free compaction of the rows with lo <= q <= hi into rows[0..count).
+  auto collect = [&](uint32_t lo, uint32_t hi) {
+    size_t c = 0;
+    for (size_t r = 0; r < n; r++) {
+      rows[c] = static_cast<uint32_t>(r);
+      c += static_cast<uint32_t>(qs[r] - lo) <= hi - lo;
+    }
+    return c;
+  };
+  const size_t stride = std::min<size_t>(16, std::max<size_t>(1, n / (16 * k)));
+  uint32_t qstar = pick_qstar(stride, (k + k / 4) / stride + 8);
+  size_t count = collect(0, qstar);
+  if (count < k) {
+    qstar = pick_qstar(1, k);
+    count = collect(0, qstar);
   }
-  for (; r4 < n; r4++) h[qs[r4] >> shift]++;
-  for (size_t b = 0; b < kBuckets; b++) h[b] += h[kBuckets + b] + h[2 * kBuckets + b] + h[3 * kBuckets + b];
-  size_t cum = 0, bucket = 0;
-  while (cum + h[bucket] < k) cum += h[bucket++];
-  const uint32_t qstar = static_cast<uint32_t>(((bucket + 1) << shift) - 1);
   std::vector<Candidate>& cand = scratch->cand;
   cand.clear();
-  for (size_t r = 0; r < n; r++)
-    if (qs[r] <= qstar) cand.push_back({score(r), id_of(r)});
+  for (size_t i = 0; i < count; i++) cand.push_back({score(rows[i]), id_of(rows[i])});
   auto by_contract = [](const Candidate& a, const Candidate& b) { return better(a.dis, a.id, b.dis, b.id); };
   // cand.size() >= k: its k-th best score is >= the true k-th score.
   std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), by_contract);
   const int32_t bound = qlut.bound(cand[k - 1].dis);
-  if (bound > static_cast<int32_t>(qstar))
-    for (size_t r = 0; r < n; r++)
-      if (qs[r] > qstar && static_cast<int32_t>(qs[r]) <= bound) cand.push_back({score(r), id_of(r)});
+  if (bound > static_cast<int32_t>(qstar)) {
+    const size_t more = collect(qstar + 1, static_cast<uint32_t>(bound));
+    for (size_t i = 0; i < more; i++) cand.push_back({score(rows[i]), id_of(rows[i])});
+  }
   std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), by_contract);
   for (size_t i = 0; i < k; i++) heap->push(cand[i].dis, cand[i].id);
 }

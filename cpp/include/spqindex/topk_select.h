@@ -3,8 +3,9 @@
 // are in the heap and then offers every row whose bound has not yet tightened; with large k that
 // is most rows. Here, per query:
 //   1. the SIMD sums kernel writes every row's uint16 quantized sum Q (simd.h SumsKernel);
-//   2. a histogram of Q (2048 buckets, exact counts when the sums are small) finds the
-//      smallest bucket edge Q* with at least k rows at Q <= Q*;
+//   2. a histogram of Q over a sample of rows (2048 buckets, exact values when the sums are
+//      small) proposes a bucket edge Q*, kept if at least k rows have Q <= Q* (else the full
+//      histogram gives the smallest such edge);
 //   3. those rows are rescored exactly; their k-th best exact score thr is >= the true k-th
 //      score (k-th of a subset), so fastscan.h's argument prunes with b = QuantizedLut::bound(thr):
 //      only rows with Q <= b can reach the top-k (ties by id included);
@@ -25,6 +26,7 @@ namespace spqindex {
 struct SelectScratch {
   std::vector<uint16_t> sums;
   std::vector<uint32_t> hist;
+  std::vector<uint32_t> rows;
   std::vector<Candidate> cand;
 };
 
