@@ -1,5 +1,6 @@
 // Portable reference kernels. Inner loops run over k so the compiler can vectorise them with the
 // baseline ISA while keeping the per-k summation order over d (and so bit-exact results).
+#include "spqindex/code_layout.h"
 #include "spqindex/simd.h"
 
 namespace spqindex {
@@ -36,7 +37,7 @@ int nearest(const float* x, const float* ct, const float*, const float*, double,
   return best;
 }
 
-// Quantized sums (simd.h SumsKernel) from the block layouts of fastscan.h.
+// Quantized sums (simd.h SumsKernel) from the block layouts of code_layout.h.
 void sums4(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b1,
            const uint8_t* qlut, uint16_t* out) {
   const int P = (M + 1) / 2;
@@ -44,8 +45,7 @@ void sums4(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b
     const uint8_t* blk = blocks + b * block_bytes;
     uint16_t* o = out + (b - b0) * 64;
     for (int j = 0; j < 64; j++) {
-      const int i = j % 32;
-      const size_t pos = (j / 32) * 32 + (i < 16 ? 2 * i : 2 * (i - 16) + 1);
+      const size_t pos = CodeLayout::pos4(static_cast<size_t>(j));
       uint32_t s = 0;
       for (int p = 0; p < P; p++) {
         const uint8_t byte = blk[static_cast<size_t>(p) * 64 + pos];
@@ -64,7 +64,7 @@ void sums8(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b
     for (int j = 0; j < 64; j++) o[j] = 0;
     for (int m = 0; m < M; m++)
       for (int j = 0; j < 64; j++)
-        o[j] = static_cast<uint16_t>(o[j] + qlut[m * 256 + blk[static_cast<size_t>(m) * 64 + (j < 32 ? 2 * j : 2 * (j - 32) + 1)]]);
+        o[j] = static_cast<uint16_t>(o[j] + qlut[m * 256 + blk[static_cast<size_t>(m) * 64 + CodeLayout::pos8(static_cast<size_t>(j))]]);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "spqindex/error.h"
+#include "spqindex/scan.h"
 
 namespace spqindex {
 namespace {
@@ -22,38 +23,27 @@ uint32_t max_sum(const QuantizedLut& qlut, int M, int nbits) {
   return total;
 }
 
-// Exact score of row j of a packed block: the float32 sum over m in order (scan.h's arithmetic),
-// reading the fastscan.h block layouts.
-float row_score(const float* lut, const uint8_t* blk, size_t j, int M, int nbits) {
-  float d = 0.f;
-  if (nbits == 4) {
-    const size_t i = j % 32, pos = (j / 32) * 32 + (i < 16 ? 2 * i : 2 * (i - 16) + 1);
-    for (int m = 0; m < M; m++) {
-      const uint8_t byte = blk[static_cast<size_t>(m >> 1) * 64 + pos];
-      d += lut[m * 16 + ((m & 1) ? (byte >> 4) : (byte & 15))];
-    }
-  } else {
-    const size_t pos = j < 32 ? 2 * j : 2 * (j - 32) + 1;
-    for (int m = 0; m < M; m++) d += lut[m * 256 + blk[static_cast<size_t>(m) * 64 + pos]];
-  }
-  return d;
-}
-
 }  // namespace
 
-void select_topk(SumsKernel sums, const PackedCodes& packed, const int64_t* ids, size_t n,
-                 const float* lut, const QuantizedLut& qlut, TopK* heap, SelectScratch* scratch) {
-  SPQ_CHECK(qlut.ok && fastscan_layout_exists(packed.nbits) && n <= packed.n);
-  const size_t nblocks = (n + kFastScanBlock - 1) / kFastScanBlock;
-  if (nblocks == 0) return;
-  const int M = packed.M, nbits = packed.nbits;
+void select_topk(SumsKernel sums, const CodeLayout& layout, const uint8_t* blocks, size_t n,
+                 size_t b0, size_t b1, const int64_t* ids, const float* lut,
+                 const QuantizedLut& qlut, TopK* heap, SelectScratch* scratch) {
+  SPQ_CHECK(qlut.ok && layout.kind() != CodeLayout::Kind::Rows);
+  b1 = std::min(b1, CodeLayout::nblocks(n));
+  if (b0 >= b1) return;
+  const int M = layout.M(), nbits = layout.nbits();
+  const size_t block_bytes = layout.block_bytes();
+  // Local row r (0 .. n - row0) is stored row row0 + r.
+  const size_t row0 = b0 * kBlockRows;
+  const uint8_t* first = blocks + b0 * block_bytes;
+  n = std::min(n, b1 * kBlockRows) - row0;
   std::vector<uint16_t>& q = scratch->sums;
-  q.resize(nblocks * kFastScanBlock);
-  sums(packed.data.data(), packed.block_bytes, M, 0, nblocks, qlut.table.data(), q.data());
-  auto score = [&](size_t row) {
-    return row_score(lut, packed.block(row / kFastScanBlock), row % kFastScanBlock, M, nbits);
+  q.resize((b1 - b0) * kBlockRows);
+  sums(blocks, block_bytes, M, b0, b1, qlut.table.data(), q.data());
+  auto score = [&](size_t r) {
+    return block_row_score(lut, layout, first + r / kBlockRows * block_bytes, r % kBlockRows);
   };
-  auto id_of = [&](size_t row) { return ids ? ids[row] : static_cast<int64_t>(row); };
+  auto id_of = [&](size_t r) { return ids ? ids[row0 + r] : static_cast<int64_t>(row0 + r); };
   const size_t k = heap->k();
   if (k >= n) {  // every row is in the result
     for (size_t r = 0; r < n; r++) heap->push(score(r), id_of(r));

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "spqindex/checksum.h"
+#include "spqindex/code_layout.h"
 #include "spqindex/codebooks.h"
 #include "spqindex/codes.h"
 #include "spqindex/encode.h"
@@ -278,6 +279,17 @@ void log_mask(void* ctx, int qi, size_t block, uint64_t mask) {
   log.masks[qi * log.nblocks + block] |= mask;
 }
 
+// Rows stored in 64-row blocks (code_layout.h) through CodeLayout::put_row, as the index stores them.
+struct StoredBlocks {
+  CodeLayout layout;
+  std::vector<uint8_t> data;
+  size_t nblocks;
+  StoredBlocks(const uint8_t* codes, size_t n, int M, int nbits)
+      : layout(M, nbits), data(layout.bytes_for(n), 0), nblocks(CodeLayout::nblocks(n)) {
+    for (size_t r = 0; r < n; r++) layout.put_row(data.data(), r, codes + r * layout.code_size());
+  }
+};
+
 void test_grouped_scan8() {
   std::mt19937_64 rng(77);
   for (int M : {1, 5, 16}) {
@@ -292,8 +304,7 @@ void test_grouped_scan8() {
     std::vector<uint8_t> codes(n * M), internal(n * M);
     encode(cb, x.data(), n, codes.data());
     for (size_t i = 0; i < n * M; i++) internal[i] = g.to_internal[(i % M) * 256 + codes[i]];
-    PackedCodes packed;
-    pack_codes(internal.data(), n, M, 8, &packed);
+    const StoredBlocks packed(internal.data(), n, M, 8);
     const int nq = 3;
     auto q = randn(rng, nq * cb.dim());
     std::vector<float> lut(M * 256), lut_int(M * 256);
@@ -314,10 +325,10 @@ void test_grouped_scan8() {
       if (simd_level_supported(static_cast<SimdLevel>(l)) && kernels_for(static_cast<SimdLevel>(l)).scan8_grouped)
         kernels_to_test.push_back(kernels_for(static_cast<SimdLevel>(l)).scan8_grouped);
     auto run_kernel = [&](ScanKernel kern, const std::vector<int32_t>& bounds) {
-      MaskLog log{std::vector<uint64_t>(nq * packed.nblocks(), 0), packed.nblocks()};
+      MaskLog log{std::vector<uint64_t>(nq * packed.nblocks, 0), packed.nblocks};
       std::vector<ScanQuery> sq(nq);
       for (int qi = 0; qi < nq; qi++) sq[qi] = {gl[qi].table.data(), bounds[qi]};
-      kern(ScanArgs{packed.data.data(), packed.block_bytes, M, 0, packed.nblocks(), nq, sq.data(), log_mask, &log});
+      kern(ScanArgs{packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, nq, sq.data(), log_mask, &log});
       return log.masks;
     };
     for (size_t k : {size_t(1), size_t(10), size_t(100)}) {
@@ -335,7 +346,7 @@ void test_grouped_scan8() {
       const auto ref = run_kernel(kernels_to_test[0], bounds);
       for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
       for (int qi = 0; qi < nq; qi++)
-        for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks() + r / 64] >> (r % 64)) & 1);
+        for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
     }
     for (int32_t b : {-1, 0, 200, 65535}) {  // fixed bounds, padding rows included
       const std::vector<int32_t> bounds(nq, b);
@@ -361,8 +372,7 @@ void test_select_topk_large_k() {
       auto x = randn(rng, n * cb.dim());
       std::vector<uint8_t> codes(n * cb.code_size());
       encode(cb, x.data(), n, codes.data());
-      PackedCodes packed;
-      pack_codes(codes.data(), n, M, nbits, &packed);
+      const StoredBlocks packed(codes.data(), n, M, nbits);
       std::vector<int64_t> ids(n);
       for (size_t i = 0; i < n; i++) ids[i] = static_cast<int64_t>((i * 7919) % n);  // a permutation
       auto q = randn(rng, 2 * cb.dim());
@@ -372,14 +382,14 @@ void test_select_topk_large_k() {
         QuantizedLut ql;
         quantize_lut(lut.data(), M, nbits, &ql);
         CHECK(ql.ok);
-        std::vector<uint16_t> ref_sums(packed.nblocks() * 64), sums(ref_sums.size());
-        (nbits == 4 ? sums4_scalar() : sums8_scalar())(packed.data.data(), packed.block_bytes, M, 0,
-                                                       packed.nblocks(), ql.table.data(), ref_sums.data());
+        std::vector<uint16_t> ref_sums(packed.nblocks * 64), sums(ref_sums.size());
+        (nbits == 4 ? sums4_scalar() : sums8_scalar())(packed.data.data(), packed.layout.block_bytes(), M, 0,
+                                                       packed.nblocks, ql.table.data(), ref_sums.data());
         for (int l = 0; l < kNumSimdLevels; l++) {
           if (!simd_level_supported(static_cast<SimdLevel>(l))) continue;
           const Kernels& kern = kernels_for(static_cast<SimdLevel>(l));
           const SumsKernel sk = nbits == 4 ? kern.sums4 : kern.sums8;
-          sk(packed.data.data(), packed.block_bytes, M, 0, packed.nblocks(), ql.table.data(), sums.data());
+          sk(packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, ql.table.data(), sums.data());
           CHECK(sums == ref_sums);
           for (size_t k : {size_t(64), size_t(300), size_t(1000), n - 1, n, n + 5}) {
             for (bool with_ids : {false, true}) {
@@ -389,7 +399,7 @@ void test_select_topk_large_k() {
               TopK ref(k), got(k);
               scan_codes(lut.data(), codes.data(), with_ids ? ids.data() : rows.data(), 0, n, M, nbits, ref);
               SelectScratch scratch;
-              select_topk(sk, packed, idp, n, lut.data(), ql, &got, &scratch);
+              select_topk(sk, packed.layout, packed.data.data(), n, 0, packed.nblocks, idp, lut.data(), ql, &got, &scratch);
               std::vector<float> D0(k), D1(k);
               std::vector<int64_t> I0(k), I1(k);
               ref.write_sorted(D0.data(), I0.data(), false);
