@@ -241,6 +241,7 @@ Kernels avx512_kernels(bool vbmi) {
   Kernels k{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch};
   k.scan4 = scan4_avx512();
   if (vbmi) k.scan8 = scan8_avx512vbmi();
+  else k.scan8_grouped = scan8_grouped_avx2();  // AVX2 code runs on every AVX-512 CPU
   k.sums4 = sums4_avx2();  // AVX2 code runs on every AVX-512 CPU
   k.sums8 = sums8_scalar();
   return k;

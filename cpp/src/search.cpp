@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "spqindex/grouped_scan.h"
 #include "spqindex/lut.h"
 #include "spqindex/simd.h"
 #include "spqindex/threads.h"
@@ -32,16 +33,34 @@ Luts prepare_luts(const Codebooks& cb, Metric metric, const CodeLayout& layout, 
                   size_t nq) {
   const Kernels& kern = kernels();
   Luts l;
+  // Internal codes (code_layout.h groups): the LUT columns in internal order (the same numbers
+  // permuted, so rescoring is unchanged); without a byte-permute kernel, the grouped one.
+  const CodeGroups* groups = layout.groups();
+  const bool grouped = groups && !kern.scan8 && kern.scan8_grouped;
   l.kernel = layout.kind() == CodeLayout::Kind::Fast4   ? kern.scan4
-             : layout.kind() == CodeLayout::Kind::Fast8 ? kern.scan8
+             : layout.kind() == CodeLayout::Kind::Fast8 ? (grouped ? kern.scan8_grouped : kern.scan8)
                                                         : nullptr;
   l.lut_size = static_cast<size_t>(cb.M) * cb.K;
   l.luts.resize(nq * l.lut_size);
   l.qluts.resize(l.kernel ? nq : 0);
   parallel_for((nq + kLutTaskQueries - 1) / kLutTaskQueries, [&](size_t t) {
+    std::vector<float> faiss_order(groups ? l.lut_size : 0);
+    GroupedLut gl;
     for (size_t qi = t * kLutTaskQueries; qi < std::min(nq, (t + 1) * kLutTaskQueries); qi++) {
-      compute_lut(cb, metric, q + qi * cb.dim(), l.luts.data() + qi * l.lut_size);
-      if (l.kernel) quantize_lut(l.luts.data() + qi * l.lut_size, cb.M, cb.nbits, &l.qluts[qi]);
+      float* lut = l.luts.data() + qi * l.lut_size;
+      if (groups) {
+        compute_lut(cb, metric, q + qi * cb.dim(), faiss_order.data());
+        for (size_t i = 0; i < l.lut_size; i++)  // i = m * 256 + internal code
+          lut[i] = faiss_order[(i & ~size_t{255}) + groups->to_original[i]];
+      } else {
+        compute_lut(cb, metric, q + qi * cb.dim(), lut);
+      }
+      if (!l.kernel) continue;
+      quantize_lut(lut, cb.M, cb.nbits, &l.qluts[qi]);
+      if (grouped && l.qluts[qi].ok) {
+        grouped_lut(l.qluts[qi], cb.M, &gl);
+        l.qluts[qi].grouped = std::move(gl.table);
+      }
     }
   });
   return l;

@@ -10,10 +10,11 @@
 // only if Q <= QuantizedLut::bound(thr); so rows with G > bound are safely pruned and every row
 // with G <= bound is offered to the sink (CandidateSink), which rescores it exactly.
 //
-// Integration (not wired here): the 8-bit stored blocks hold internal codes (FAISS code byte c of
-// sub-space m stored as to_internal[m][c]; decoded back with to_original at the API boundary),
-// the float LUT's columns are permuted to internal order before quantize_lut, and
-// ScanQuery::qlut points at GroupedLut::table. Tight groups are what make the bound prune.
+// Integration: an 8-bit Index stores internal codes (CodeLayout with these CodeGroups converts
+// at put_row / get_row, files keep FAISS numbering); the planner (search.cpp) permutes the float
+// LUT's columns to internal order before quantize_lut and, when the level has no byte-permute
+// 8-bit kernel, points ScanQuery::qlut at the group minima (QuantizedLut::grouped). Tight groups
+// are what make the bound prune.
 #pragma once
 #include <cstddef>
 #include <cstdint>

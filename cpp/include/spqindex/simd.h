@@ -47,7 +47,8 @@ struct Kernels {
   ScanKernel scan4 = nullptr;
   ScanKernel scan8 = nullptr;
   /// 8-bit scan over group-minimum tables (grouped_scan.h): its ScanQuery::qlut is a
-  /// GroupedLut::table and the codes are internal codes. Not used by Index yet.
+  /// GroupedLut::table and the codes are internal codes; the planner takes it when scan8 is
+  /// nullptr and the layout stores internal codes.
   ScanKernel scan8_grouped = nullptr;
   /// Quantized sums of 4-bit / 8-bit rows (never nullptr in a level's table).
   SumsKernel sums4 = nullptr;
