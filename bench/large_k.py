@@ -8,6 +8,7 @@ Min of --repeats runs each; results checked identical.
     python bench/large_k.py                 # the issue 14 shape
     python bench/large_k.py --level avx2    # spqindex forced to AVX2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,12 +56,14 @@ def main():
     spqindex.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((100, a.d)).astype(np.float32) * 3
+
     def data(n):
         return (centers[rng.integers(0, 100, n)] + rng.standard_normal((n, a.d))).astype(np.float32)
+
     x, q = data(a.n), data(a.nq)
     dsub = a.d // a.M
     K = 1 << a.nbits
-    cb = np.stack([x[rng.choice(a.n, K, replace=False), m * dsub:(m + 1) * dsub] for m in range(a.M)])
+    cb = np.stack([x[rng.choice(a.n, K, replace=False), m * dsub : (m + 1) * dsub] for m in range(a.M)])
     index = spqindex.Index(cb.astype(np.float32), metric=a.metric)
     index.add(x)
     print(f"cpu: {cpu_model()} | spqindex simd_level: {spqindex.simd_level()} | threads: {a.threads}")

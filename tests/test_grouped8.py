@@ -3,14 +3,18 @@ every API and the file keep FAISS numbering. Exactness at every SIMD level (AVX2
 grouped kernel) with ties, filters and range search against tests/reference.py, and the FAISS
 numbering at every boundary: codes, add_codes, decode, reconstruct, files (memory and mmap),
 merges between mapped (file numbering) and in-memory (internal numbering) indexes."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_simd
+from test_simd import unpack
 
 import spqindex
 import reference as ref
-from test_simd import level, unpack  # noqa: F401  (level: every SIMD level this CPU has)
+
+level = test_simd.level  # the fixture: every SIMD level this CPU has
 
 
 def tied_index(rng, M=6, n=5000, metric="l2", ids=None):
@@ -41,8 +45,8 @@ def check_range(index, q, radius):
         hit = S[i] > radius if index.metric == "ip" else S[i] < radius
         key = -S[i] if index.metric == "ip" else S[i]
         order = [j for j in np.lexsort((index.ids, key)) if hit[j]]
-        np.testing.assert_array_equal(I[lims[i]:lims[i + 1]], index.ids[order])
-        np.testing.assert_array_equal(D[lims[i]:lims[i + 1]], S[i][order])
+        np.testing.assert_array_equal(I[lims[i] : lims[i + 1]], index.ids[order])
+        np.testing.assert_array_equal(D[lims[i] : lims[i + 1]], S[i][order])
 
 
 @pytest.mark.parametrize("metric", ["l2", "spq", "ip"])

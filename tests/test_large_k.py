@@ -1,14 +1,18 @@
 """Large k (the selection path of topk_select.h, taken by the planner when k >= 64 and the
 database has >= 8k rows) against the numpy reference (tests/reference.py), at every SIMD level:
 row numbers and shuffled ids, many ties, both planner paths, filters and float fallbacks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_simd
+from test_simd import unpack
 
 import spqindex
 import reference as ref
-from test_simd import level, unpack  # noqa: F401  (level: every SIMD level this CPU has)
+
+level = test_simd.level  # the fixture: every SIMD level this CPU has
 
 
 def check(index: spqindex.Index, q: np.ndarray, k: int, filter=None):
