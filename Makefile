@@ -147,3 +147,36 @@ dist-check: $(BIN)/python
 	    print('$$kind:', f, spqindex.__version__, spqindex.simd_level()); sys.exit('venv-$$kind' not in f)" && \
 	  $(DIST_DIR)/venv-$$kind/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(DIST_TESTS) || exit 1; \
 	done
+# --- ISA files (issue 17 item 5) ------------------------------------------------------------
+# check-isa: the per-ISA kernel objects define no weak/inline symbols and no data
+# (cpp/check_isa_symbols.sh), in an optimised build and in a -O0 Debug build, where nothing is inlined.
+.PHONY: check-isa
+check-isa: $(BIN)/python
+	$(BIN)/pip install -q cmake ninja
+	for t in Release Debug; do \
+	  PATH=$(abspath $(BIN)):$$PATH cmake -S . -B build/isa-$$t -G Ninja -DCMAKE_BUILD_TYPE=$$t \
+	    -DSPQINDEX_BUILD_TESTS=ON && \
+	  PATH=$(abspath $(BIN)):$$PATH cmake --build build/isa-$$t && \
+	  cpp/check_isa_symbols.sh build/isa-$$t && build/isa-$$t/spqindex_tests || exit 1; \
+	done
+
+# --- NEON (issue 14) --------------------------------------------------------------------------
+# test-neon: cross-builds the C++ core and its tests for aarch64 (Debian g++-aarch64-linux-gnu)
+# and runs them under qemu-aarch64 (Debian qemu-user): the NEON level against the scalar one
+# bit for bit, plus the nm check of the NEON objects. Tests correctness only: ARM speed is not
+# measured here.
+NEON_DIR := build/neon
+.PHONY: test-neon
+test-neon: $(BIN)/python
+	$(BIN)/pip install -q cmake ninja
+	@if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user; \
+	  else echo "test-neon needs g++-aarch64-linux-gnu and qemu-user (apt-get install as root)"; exit 1; fi; \
+	fi
+	PATH=$(abspath $(BIN)):$$PATH cmake -S . -B $(NEON_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ \
+	  -DSPQINDEX_BUILD_TESTS=ON
+	PATH=$(abspath $(BIN)):$$PATH cmake --build $(NEON_DIR) --target spqindex_tests
+	NM=aarch64-linux-gnu-nm cpp/check_isa_symbols.sh $(NEON_DIR)
+	qemu-aarch64 -L /usr/aarch64-linux-gnu $(NEON_DIR)/spqindex_tests

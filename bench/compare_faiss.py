@@ -8,12 +8,19 @@ recall@10 of faiss against that same exact ranking.
 
     python bench/compare_faiss.py                 # 1M x 128, nq=1000, 2 threads
     python bench/compare_faiss.py --quick         # small smoke run (CI)
+    python bench/compare_faiss.py --level avx2    # both libraries forced to AVX2 (scalar|avx2|avx512)
+
+--level sets spqindex's kernels (spqindex.simd_level) and FAISS_SIMD_LEVEL, which faiss-cpu 1.15
+dynamic-dispatch builds read at import (FAISS_OPT_LEVEL only picks among separately built
+swigfaiss_<isa> modules, which these wheels do not ship); the header prints the level each
+library reports it actually uses.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import subprocess
 import statistics
 import time
 
@@ -28,6 +35,29 @@ def clustered(n: int, d: int, nclusters: int, rng: np.random.Generator) -> np.nd
     x = rng.standard_normal((n, d), dtype=np.float32)
     x += centers[rng.integers(nclusters, size=n)]
     return x
+
+
+# --level -> FAISS_SIMD_LEVEL value (faiss::SIMDLevel names).
+FAISS_LEVELS = {"scalar": "NONE", "avx2": "AVX2", "avx512": "AVX512"}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def faiss_level(faiss) -> str:
+    """The SIMD level faiss dispatches to (dynamic-dispatch builds), else its compile options."""
+    cfg = getattr(faiss, "SIMDConfig", None)
+    if cfg is not None and hasattr(cfg, "get_level_name"):
+        return cfg.get_level_name()
+    return faiss.get_compile_options()
 
 
 def best_time(fn, repeats: int) -> float:
@@ -165,7 +195,12 @@ def main() -> None:
     ap.add_argument("--ntrain", type=int, default=20_000)
     ap.add_argument("--train-iters", type=int, default=10)
     ap.add_argument("--rows", default="8x4,16x4,8x8,16x8", help="comma list of MxNBITS")
+    ap.add_argument("--level", choices=sorted(FAISS_LEVELS),
+                    help="force both libraries to this SIMD level (default: each picks the best)")
     args = ap.parse_args()
+    if args.level:
+        os.environ["FAISS_SIMD_LEVEL"] = FAISS_LEVELS[args.level]
+        _core.set_simd_level(args.level)  # ValueError if this CPU lacks it
     if args.quick:
         args.n, args.nq, args.nencode, args.ntrain, args.nlat, args.nref = 20_000, 100, 20_000, 10_000, 5, 5
         args.repeats = 1
@@ -186,9 +221,9 @@ def main() -> None:
     q, x = x[args.n :], x[: args.n]
     xt = x[rng.choice(args.n, size=min(args.ntrain, args.n), replace=False)]
 
-    print(f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} vs faiss {faiss.__version__}; "
-          f"n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq}; "
-          f"{platform.processor() or platform.machine()}")
+    print(f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} vs faiss {faiss.__version__} "
+          f"simd={faiss_level(faiss)}; n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq}; "
+          f"{cpu_model()}")
     hdr = ("| row | faiss index | QPS nq={nq} ours | faiss | ratio | nq=1 ms ours | faiss | ratio "
            "| ids==ref | R@10 ours | R@10 faiss | encode vec/s ours | faiss | ratio "
            "| QPS faiss IndexPQ | ours/IndexPQ |").format(nq=args.nq)

@@ -12,8 +12,9 @@ import pytest
 import spqindex
 from spqindex import _core
 
-_ORDER = ["scalar", "avx2", "avx512"]
-LEVELS = _ORDER[: _ORDER.index(_core.cpu_simd_level()) + 1]
+_ORDER = ["scalar", "avx2", "avx512"]  # x86 levels, each includes the ones before it
+_CPU = _core.cpu_simd_level()
+LEVELS = ["scalar", "neon"] if _CPU == "neon" else _ORDER[: _ORDER.index(_CPU) + 1]
 
 
 @pytest.fixture(params=LEVELS)
@@ -205,8 +206,11 @@ def test_levels_agree_bitwise():
 
 
 def test_set_simd_level_rejects_unknown():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="level"):
         _core.set_simd_level("sse9")
+    if _CPU != "neon":
+        with pytest.raises(ValueError, match="neon"):  # a known level this CPU lacks
+            _core.set_simd_level("neon")
 
 
 @pytest.mark.parametrize("scale", [1e-20, 1.0, 1e15, 1e19])

@@ -401,10 +401,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("simd_level", [] { return simd_level_name(kernels().level); });
   m.def("cpu_simd_level", [] { return simd_level_name(cpu_simd_level()); });
   m.def("set_simd_level", [](const std::string& name) {
-    if (name == "scalar") set_simd_level(SimdLevel::Scalar);
-    else if (name == "avx2") set_simd_level(SimdLevel::AVX2);
-    else if (name == "avx512") set_simd_level(SimdLevel::AVX512);
-    else throw py::value_error("level: expected \"scalar\", \"avx2\" or \"avx512\"");
+    set_simd_level(simd_level_from_name(name.c_str()));
   }, py::arg("level"));
   m.def("xxh64", [](py::bytes data) {
     std::string s = data;

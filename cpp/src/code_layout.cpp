@@ -5,14 +5,18 @@
 #include <vector>
 
 #include "spqindex/codes.h"
+#include "spqindex/error.h"
+#include "spqindex/grouped_scan.h"
 
 namespace spqindex {
 
-CodeLayout::CodeLayout(int M, int nbits)
+CodeLayout::CodeLayout(int M, int nbits, std::shared_ptr<const CodeGroups> groups)
     : M_(M),
       nbits_(nbits),
       kind_(nbits == 4 ? Kind::Fast4 : nbits == 8 ? Kind::Fast8 : Kind::Rows),
-      code_size_((static_cast<size_t>(M) * nbits + 7) / 8) {
+      code_size_((static_cast<size_t>(M) * nbits + 7) / 8),
+      groups_(kind_ == Kind::Fast8 ? std::move(groups) : nullptr) {
+  if (groups_) SPQ_CHECK(groups_->M == M && groups_->to_internal.size() == static_cast<size_t>(M) * 256);
   switch (kind_) {
     case Kind::Fast4: block_bytes_ = static_cast<size_t>((M + 1) / 2) * 64; break;
     case Kind::Fast8: block_bytes_ = static_cast<size_t>(M) * 64; break;
@@ -39,7 +43,9 @@ void CodeLayout::put_row(uint8_t* blocks, size_t row, const uint8_t* src) const 
     }
     case Kind::Fast8: {
       const size_t pos = pos8(j);
-      for (int m = 0; m < M_; m++) blk[static_cast<size_t>(m) * 64 + pos] = src[m];
+      const uint8_t* map = groups_ ? groups_->to_internal.data() : nullptr;
+      for (int m = 0; m < M_; m++)
+        blk[static_cast<size_t>(m) * 64 + pos] = map ? map[m * 256 + src[m]] : src[m];
       break;
     }
     default: std::memcpy(blk + j * code_size_, src, code_size_);
@@ -57,10 +63,43 @@ void CodeLayout::get_row(const uint8_t* blocks, size_t row, uint8_t* dst) const 
     }
     case Kind::Fast8: {
       const size_t pos = pos8(j);
-      for (int m = 0; m < M_; m++) dst[m] = blk[static_cast<size_t>(m) * 64 + pos];
+      const uint8_t* map = groups_ ? groups_->to_original.data() : nullptr;
+      for (int m = 0; m < M_; m++) {
+        const uint8_t c = blk[static_cast<size_t>(m) * 64 + pos];
+        dst[m] = map ? map[m * 256 + c] : c;
+      }
       break;
     }
     default: std::memcpy(dst, blk + j * code_size_, code_size_);
+  }
+}
+
+bool CodeLayout::same_numbering(const CodeLayout& other) const {
+  if (!groups_ || !other.groups_) return !groups_ && !other.groups_;
+  return groups_ == other.groups_ || groups_->to_internal == other.groups_->to_internal;
+}
+
+void CodeLayout::renumber(uint8_t* blocks, size_t nblocks, bool to_internal) const {
+  if (!groups_) return;
+  const uint8_t* map = (to_internal ? groups_->to_internal : groups_->to_original).data();
+  for (size_t b = 0; b < nblocks; b++)
+    for (int m = 0; m < M_; m++) {  // Fast8: record m holds sub-space m's bytes only
+      uint8_t* rec = blocks + b * block_bytes_ + static_cast<size_t>(m) * 64;
+      const uint8_t* t = map + m * 256;
+      for (size_t i = 0; i < 64; i++) rec[i] = t[rec[i]];
+    }
+}
+
+void CodeLayout::copy_rows_from(const CodeLayout& src_layout, const uint8_t* src, size_t src_row,
+                                uint8_t* dst, size_t dst_row, size_t n) const {
+  if (same_numbering(src_layout)) {
+    copy_rows(src, src_row, dst, dst_row, n);
+    return;
+  }
+  std::vector<uint8_t> row(code_size_);
+  for (size_t i = 0; i < n; i++) {
+    src_layout.get_row(src, src_row + i, row.data());
+    put_row(dst, dst_row + i, row.data());
   }
 }
 

@@ -117,7 +117,7 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
   for (size_t i = 0; i < fast.size(); i++) {
     float thr = heaps[fast[i]].threshold();
     if (shared) thr = std::min(thr, shared[fast[i]].load(std::memory_order_relaxed));
-    slots[i] = {qluts[fast[i]].table.data(), qluts[fast[i]].bound(thr)};
+    slots[i] = {qluts[fast[i]].kernel_table(), qluts[fast[i]].bound(thr)};
     bound_thr[fast[i]] = thr;
   }
   const float inf = std::numeric_limits<float>::infinity();

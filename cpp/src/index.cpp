@@ -13,6 +13,7 @@
 #include "spqindex/codes.h"
 #include "spqindex/encode.h"
 #include "spqindex/error.h"
+#include "spqindex/grouped_scan.h"
 #include "spqindex/io.h"
 #include "spqindex/search.h"
 
@@ -28,8 +29,13 @@ void reserve_for(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
+// 8-bit codes are stored in the grouped internal order (grouped_scan.h) that every 8-bit kernel
+// reads; CodeLayout converts at put_row / get_row.
 Index::Index(Codebooks codebooks, Metric metric)
-    : cb_(std::move(codebooks)), metric_(metric), layout_(cb_.M, cb_.nbits) {}
+    : cb_(std::move(codebooks)),
+      metric_(metric),
+      layout_(cb_.M, cb_.nbits,
+              cb_.nbits == 8 ? std::make_shared<const CodeGroups>(group_codewords(cb_)) : nullptr) {}
 Index::~Index() = default;
 
 size_t Index::ntotal() const {
@@ -121,8 +127,8 @@ void Index::materialise_ids() {
   ids_ascending_ = true;
 }
 
-void Index::append(const uint8_t* codes, const uint8_t* blocks, size_t src_row, size_t n,
-                   const int64_t* ids) {
+void Index::append(const uint8_t* codes, const uint8_t* blocks, const CodeLayout* src_layout,
+                   size_t src_row, size_t n, const int64_t* ids) {
   if (n == 0) return;
   const size_t total = ntotal_ + n;
   // Reserve first: if memory runs out nothing has changed yet.
@@ -136,7 +142,7 @@ void Index::append(const uint8_t* codes, const uint8_t* blocks, size_t src_row, 
     const size_t cs = layout_.code_size();
     for (size_t i = 0; i < n; i++) layout_.put_row(blocks_.data(), ntotal_ + i, codes + i * cs);
   } else {
-    layout_.copy_rows(blocks, src_row, blocks_.data(), ntotal_, n);
+    layout_.copy_rows_from(*src_layout, blocks, src_row, blocks_.data(), ntotal_, n);
   }
   layout_.clear_tail(blocks_.data(), total);
   int64_t next = next_id_;
@@ -171,7 +177,7 @@ void Index::add(const float* x, size_t n, const int64_t* ids) {
   encode(cb_, x, n, codes.data());
   std::unique_lock<WriterPreferringMutex> lock(mu_);
   check_id_mode(ids, n);
-  append(codes.data(), nullptr, 0, n, ids);
+  append(codes.data(), nullptr, nullptr, 0, n, ids);
   if (n) id_mode_ = ids ? IdMode::Explicit : IdMode::Sequential;
 }
 
@@ -181,7 +187,7 @@ void Index::add_codes(const uint8_t* codes, size_t n, const int64_t* ids) {
                 "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
   std::unique_lock<WriterPreferringMutex> lock(mu_);
   check_id_mode(ids, n);
-  append(codes, nullptr, 0, n, ids);
+  append(codes, nullptr, nullptr, 0, n, ids);
   if (n) id_mode_ = ids ? IdMode::Explicit : IdMode::Sequential;
 }
 
@@ -221,7 +227,7 @@ void Index::merge_from(const Index& other, bool shift_ids) {
                     "other: id " + std::to_string(ids[i]) +
                         " is in both indexes (pass shift_ids=True to renumber other's ids)");
   }
-  append(nullptr, other.blocks_ptr(), 0, n, continues ? nullptr : ids.data());
+  append(nullptr, other.blocks_ptr(), &other.layout_, 0, n, continues ? nullptr : ids.data());
   next_id_ = std::max(next_id_, other.next_id_ + shift);
   id_mode_ = other.id_mode_;
 }

@@ -349,13 +349,29 @@ struct IndexFile {
   static IdMode id_mode(const Index& x) { return x.id_mode_; }
 };
 
+// Writes stored blocks in the file's FAISS code numbering (code_layout.h), chunk by chunk.
+static void write_blocks(Writer& w, const CodeLayout& cl, const uint8_t* blocks, size_t bytes) {
+  if (!cl.groups()) {
+    w.write(blocks, bytes);
+    return;
+  }
+  const size_t chunk_blocks = std::max<size_t>(1, (4u << 20) / cl.block_bytes());
+  std::vector<uint8_t> chunk;
+  for (size_t off = 0; off < bytes; off += chunk_blocks * cl.block_bytes()) {
+    const size_t len = std::min(bytes - off, chunk_blocks * cl.block_bytes());
+    chunk.assign(blocks + off, blocks + off + len);
+    cl.renumber(chunk.data(), len / cl.block_bytes(), false);
+    w.write(chunk.data(), len);
+  }
+}
+
 void Index::save(const std::string& path) const {
   std::shared_lock<WriterPreferringMutex> lock(mu_);
   const FileLayout layout = file_layout(kFormatVersion, dim(), cb_.M, cb_.nbits, ntotal_, ids_stored_);
   const uint32_t flags = (ids_stored_ ? kFlagIdsStored : 0) | (ids_ascending_ ? kFlagIdsAscending : 0);
   atomic_write(path, [&](Writer& w) {
     write_head(w, cb_, metric_, id_mode_, ntotal_, static_cast<uint64_t>(next_id_), flags, layout);
-    w.write(blocks_ptr(), layout.codes_bytes);
+    write_blocks(w, layout_, blocks_ptr(), layout.codes_bytes);
     if (ids_stored_) w.write(ids_ptr(), layout.ids_bytes);
     SPQ_CHECK(w.offset() + 8 == layout.file_bytes);
   });
@@ -444,8 +460,10 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
   if (hd.version == 1) {  // converted in memory: blocks, and ids only if they carry information
     bool implicit = hd.id_mode != 2 && hd.next_id == ntotal;
     for (size_t i = 0; i < ntotal && implicit; i++) implicit = ids[i] == static_cast<int64_t>(i);
-    index->append(codes.data(), nullptr, 0, ntotal, implicit ? nullptr : ids.data());
+    index->append(codes.data(), nullptr, nullptr, 0, ntotal, implicit ? nullptr : ids.data());
   } else if (mapping) {
+    // The mapped blocks keep the file's FAISS numbering (a mapped index is read-only).
+    index->layout_ = CodeLayout(static_cast<int>(hd.M), static_cast<int>(hd.nbits));
     index->mapping_ = std::move(mapping);
     index->mapped_blocks_ = codes_p;
     index->mapped_ids_ = ids_p;
@@ -453,6 +471,7 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
     index->ids_ascending_ = ids_p == nullptr || ascending;
     index->ntotal_ = ntotal;
   } else {
+    index->layout_.renumber(codes.data(), CodeLayout::nblocks(ntotal), true);
     index->blocks_ = std::move(codes);
     index->ids_ = std::move(ids);
     index->ids_stored_ = ids_p != nullptr;

@@ -1,11 +1,9 @@
-// AVX-512 kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq for this file only; holds no static objects
-// (a static initialiser here would run on CPUs without AVX-512).
+// AVX-512 kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq for this file only;
+// holds no static objects (a static initialiser here would run on CPUs without AVX-512) and uses
+// only intrinsics/builtins (simd.h).
 #include <immintrin.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "spqindex/simd.h"
 
@@ -95,107 +93,106 @@ float exact_l2(const float* x, const float* c, int dsub) {
   return acc;
 }
 
-// Encoder argmin in two steps. (1) approx_k = ‖c_k‖² − 2 x·c_k with FMAs, one op per (k, d)
-// instead of three (the FMA chain's error is within γ_{dsub+1} of the same terms). With g = (dsub + 4) · 2^-23 (twice γ_{dsub+2}), both approx_k + ‖x‖² and the
-// exact float distance S_k are within Ea = g (C² + 2‖x‖C) resp. g · D_k of the real distance D_k
-// (C = max ‖c‖), so the exact winner w satisfies approx_w <= tau below. (2) every k with
-// approx_k <= tau is rescored with exact_l2, ascending k, strict < : ties to the smaller k.
-// Returns -1 when values are too large for the bound (caller takes the exact scan).
-// DSUB > 0: dsub known at compile time (the x broadcasts stay in registers across k).
-// Step (1) for NV vectors at once: each codeword chunk is loaded once for all of them.
-// approx = ‖c‖² + Σ_d (−2 x_d) c_d in one FMA chain (−2x is exact). DSUB > 0: known at compile
-// time. Layout: approx (NV, K).
-template <int DSUB, int NV>
-void approx_pass(const float* const* xs, const float* ct, const float* norms, int K, int dsub_rt,
-                 float* approx, float* amin) {
-  const int dsub = DSUB > 0 ? DSUB : dsub_rt;
-  __m512 vmin[NV];
-  for (int v = 0; v < NV; v++) vmin[v] = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  for (int k = 0; k < K; k += 16) {
-    __m512 a[NV];
-    const __m512 nk = _mm512_loadu_ps(norms + k);
-    for (int v = 0; v < NV; v++) a[v] = nk;
-    for (int d = 0; d < dsub; d++) {
-      const __m512 c = _mm512_loadu_ps(ct + (size_t)d * K + k);
-      for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(_mm512_set1_ps(-2.f * xs[v][d]), c, a[v]);
-    }
-    for (int v = 0; v < NV; v++) {
-      _mm512_storeu_ps(approx + (size_t)v * K + k, a[v]);
-      vmin[v] = _mm512_min_ps(vmin[v], a[v]);
-    }
-  }
-  for (int v = 0; v < NV; v++) amin[v] = _mm512_reduce_min_ps(vmin[v]);
-}
+// Encoder argmin in two steps, as in kernels_avx2.cpp (the bound is derived there):
+// (1) approx_k = ‖c_k‖² + Σ_d (−2 x_d) c_k[d] in one FMA chain; (2) every k with
+// approx_k <= tau = amin + A |amin| + B ‖x‖² + E is rescored exactly (ascending k, strict <);
+// a single candidate is the approximate argmin and the answer as it is.
+// Lanes are vectors: 16 vectors at once, one codeword per step (its coordinates broadcast).
+constexpr int kLanes = 16;
+constexpr int kMaxDsubBatch = 256;
 
-// Step (2): candidates within tau of the approximate minimum, rescored exactly.
-// Returns -1 when values are too large for the bound (caller takes the exact scan).
-int finish_bounded(const float* x, const float* approx, float amin, const float* rows,
-                   double max_norm, int K, int dsub) {
-  // ‖x‖² in float, any order: relative error below g, covered by xn * (1 + g).
-  __m512 xx = _mm512_setzero_ps();
-  for (int d = 0; d < dsub; d += 16) {
-    const __m512 xv = _mm512_maskz_loadu_ps(dsub - d >= 16 ? 0xFFFF : (1u << (dsub - d)) - 1, x + d);
-    xx = _mm512_add_ps(xx, _mm512_mul_ps(xv, xv));
+struct TauBound {
+  double A, B, E, tiny;
+  bool ok;  ///< C small enough for the bound at all
+  TauBound(double max_norm, int dsub) {
+    const double C2 = max_norm * max_norm, g = (dsub + 4) * (1.0 / 8388608.0);
+    A = 3 * g;
+    B = 2 * g * (1 + 1e-6) + 3 * g * (1 + g) + 3 * g * g * (1 + 1e-6);
+    tiny = (8.0 * dsub + 32) * __FLT_DENORM_MIN__;
+    E = (4 * g + 6 * g * g) * C2 + tiny;
+    ok = 2 * C2 < 1e35;
   }
-  const double xn = _mm512_reduce_add_ps(xx), xr = std::sqrt(xn * (1 + 1e-6)), C = max_norm;
-  if (!((xr + C) * (xr + C) < 1e36) || !std::isfinite(amin)) return -1;
-  const double g = (dsub + 4) * (1.0 / 8388608.0);
-  const double Ea = g * (C * C + 2 * xr * C);
-  const double tiny = (8.0 * dsub + 32) * std::numeric_limits<float>::denorm_min();
-  const double tau = amin + 2 * Ea + 3 * g * (xn * (1 + g) + std::fabs(amin) + Ea) + tiny;
-  // Rounded to float with a relative margin above float's 2^-24, so tauf >= tau.
-  const float tauf = static_cast<float>(tau + std::fabs(tau) * 1e-6 + tiny);
-  const __m512 vtau = _mm512_set1_ps(tauf);
-  // Count the candidates without branching; a single one is the approximate argmin itself.
-  __m512i count = _mm512_setzero_si512(), only = _mm512_setzero_si512();
-  __m512i kv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i one = _mm512_set1_epi32(1), step = _mm512_set1_epi32(16);
-  for (int k = 0; k < K; k += 16) {
-    const __mmask16 le = _mm512_cmp_ps_mask(_mm512_loadu_ps(approx + k), vtau, _CMP_LE_OQ);
-    count = _mm512_mask_add_epi32(count, le, count, one);
-    only = _mm512_mask_mov_epi32(only, le, kv);
-    kv = _mm512_add_epi32(kv, step);
-  }
-  if (_mm512_reduce_add_epi32(count) == 1) return _mm512_reduce_max_epi32(only);
-  int best = -1;
-  float best_s = std::numeric_limits<float>::infinity();
-  for (int k = 0; k < K; k += 16) {
-    uint32_t mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(approx + k), vtau, _CMP_LE_OQ);
-    while (mask) {
-      const int kk = k + __builtin_ctz(mask);
-      mask &= mask - 1;
-      const float s = exact_l2(x, rows + (size_t)kk * dsub, dsub);
-      if (s < best_s) {
-        best_s = s;
-        best = kk;
-      }
-    }
-  }
-  if (best < 0) best = 0;  // every exact distance is +inf: the scalar scan keeps k = 0
-  return best;
+};
+
+// tau for 8 lanes in double, rounded up to float (so the float value is >= tau); lanes outside
+// the bound's range (xn >= 1e35 or amin not finite) come back as NaN: no candidate.
+__m256 tau8(__m256 amin, __m256 xn, const TauBound& tb) {
+  const __m512d a = _mm512_cvtps_pd(amin), x = _mm512_cvtps_pd(xn);
+  const __m512d absa = _mm512_abs_pd(a);
+  __m512d t = _mm512_add_pd(a, _mm512_mul_pd(_mm512_set1_pd(tb.A), absa));
+  t = _mm512_add_pd(t, _mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(tb.B), x), _mm512_set1_pd(tb.E)));
+  t = _mm512_add_pd(t, _mm512_add_pd(_mm512_mul_pd(_mm512_abs_pd(t), _mm512_set1_pd(1e-6)),
+                                     _mm512_set1_pd(tb.tiny)));
+  const __mmask8 in = _mm512_cmp_pd_mask(x, _mm512_set1_pd(1e35), _CMP_LT_OQ) &
+                      _mm512_cmp_pd_mask(absa, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ);
+  t = _mm512_mask_mov_pd(_mm512_set1_pd(__builtin_nan("")), in, t);
+  return _mm512_cvt_roundpd_ps(t, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
 }
 
 template <int DSUB>
-void nearest_batch_d(const float* x, size_t n, size_t stride, const float* ct, const float* rows,
-                     const float* norms, double max_norm, int K, int dsub, uint8_t* out,
-                     size_t out_stride) {
-  constexpr int NV = 4;
-  float approx[NV * 256];
-  float amin[NV];
-  for (size_t i = 0; i < n; i += NV) {
-    const float* xs[NV];
-    const int nv = n - i < NV ? static_cast<int>(n - i) : NV;
-    for (int v = 0; v < NV; v++) xs[v] = x + (i + (v < nv ? v : nv - 1)) * stride;
-    if (nv == NV) {
-      approx_pass<DSUB, NV>(xs, ct, norms, K, dsub, approx, amin);
+void nearest_lanes(const float* const* xs, const float* rows, const float* norms,
+                   const TauBound& tb, int K, int dsub_rt, int* out, float* approx) {
+  const int dsub = DSUB > 0 ? DSUB : dsub_rt;
+  alignas(64) float xt[kMaxDsubBatch * kLanes];  // −2x, layout (dsub, lanes)
+  alignas(64) float col[kLanes];
+  __m512 xn = _mm512_setzero_ps();
+  for (int d = 0; d < dsub; d++) {
+    for (int l = 0; l < kLanes; l++) col[l] = xs[l][d];
+    const __m512 v = _mm512_load_ps(col);
+    xn = _mm512_add_ps(xn, _mm512_mul_ps(v, v));
+    _mm512_store_ps(xt + d * kLanes, _mm512_mul_ps(v, _mm512_set1_ps(-2.f)));
+  }
+  // DSUB <= 16: −2x stays in registers across k.
+  constexpr int R = DSUB > 0 && DSUB <= 16 ? DSUB : 1;
+  __m512 xr[R];
+  for (int d = 0; d < R; d++) xr[d] = _mm512_load_ps(xt + d * kLanes);
+  // Pass 1: approx (K, lanes), running minimum and its first index per lane.
+  __m512 vmin = _mm512_set1_ps(__builtin_inff());
+  __m512i vidx = _mm512_setzero_si512();
+  for (int k = 0; k < K; k++) {
+    const float* c = rows + (size_t)k * dsub;
+    __m512 a = _mm512_set1_ps(norms[k]);
+    if (DSUB > 0 && DSUB <= 16) {
+      for (int d = 0; d < R; d++) a = _mm512_fmadd_ps(xr[d], _mm512_set1_ps(c[d]), a);
     } else {
-      for (int v = 0; v < nv; v++)
-        approx_pass<DSUB, 1>(xs + v, ct, norms, K, dsub, approx + (size_t)v * K, amin + v);
+      for (int d = 0; d < dsub; d++)
+        a = _mm512_fmadd_ps(_mm512_load_ps(xt + d * kLanes), _mm512_set1_ps(c[d]), a);
     }
-    for (int v = 0; v < nv; v++) {
-      int k = finish_bounded(xs[v], approx + (size_t)v * K, amin[v], rows, max_norm, K, dsub);
-      if (k < 0) k = nearest_exact(xs[v], ct, K, dsub);
-      out[(i + v) * out_stride] = static_cast<uint8_t>(k);
+    _mm512_store_ps(approx + (size_t)k * kLanes, a);
+    const __mmask16 lt = _mm512_cmp_ps_mask(a, vmin, _CMP_LT_OQ);
+    vmin = _mm512_mask_mov_ps(vmin, lt, a);
+    vidx = _mm512_mask_mov_epi32(vidx, lt, _mm512_set1_epi32(k));
+  }
+  const __m512 tau = _mm512_insertf32x8(
+      _mm512_castps256_ps512(tau8(_mm512_castps512_ps256(vmin), _mm512_castps512_ps256(xn), tb)),
+      tau8(_mm512_extractf32x8_ps(vmin, 1), _mm512_extractf32x8_ps(xn, 1), tb), 1);
+  // Pass 2: candidates per lane.
+  __m512i cnt = _mm512_setzero_si512();
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int k = 0; k < K; k++)
+    cnt = _mm512_mask_add_epi32(cnt, _mm512_cmp_ps_mask(_mm512_load_ps(approx + (size_t)k * kLanes), tau, _CMP_LE_OQ), cnt, one);
+  alignas(64) int count[kLanes], idx[kLanes];
+  alignas(64) float tauv[kLanes];
+  _mm512_store_si512(count, cnt);
+  _mm512_store_si512(idx, vidx);
+  _mm512_store_ps(tauv, tau);
+  for (int l = 0; l < kLanes; l++) {
+    if (count[l] == 1) {
+      out[l] = idx[l];
+    } else if (count[l] == 0) {  // out of the bound's range (NaN tau): exact scan
+      out[l] = -1;
+    } else {
+      int best = -1;
+      float best_s = __builtin_inff();
+      for (int k = 0; k < K; k++) {
+        if (!(approx[(size_t)k * kLanes + l] <= tauv[l])) continue;
+        const float s = exact_l2(xs[l], rows + (size_t)k * dsub, dsub);
+        if (s < best_s) {
+          best_s = s;
+          best = k;
+        }
+      }
+      out[l] = best < 0 ? 0 : best;  // every exact distance is +inf: the scalar scan keeps k = 0
     }
   }
 }
@@ -204,16 +201,28 @@ void nearest_batch_d(const float* x, size_t n, size_t stride, const float* ct, c
 void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, const float* rows,
                    const float* norms, double max_norm, int K, int dsub, uint8_t* out,
                    size_t out_stride) {
-  if (K < 64) {  // below, one op per (k, d) saves too little to pay for the second step
+  const TauBound tb(max_norm, dsub);
+  if (K < 16 || dsub > kMaxDsubBatch || !tb.ok) {  // few codewords: the exact scan is as cheap
     for (size_t i = 0; i < n; i++)
       out[i * out_stride] = static_cast<uint8_t>(nearest_exact(x + i * stride, ct, K, dsub));
     return;
   }
-  switch (dsub) {
-    case 4: return nearest_batch_d<4>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
-    case 8: return nearest_batch_d<8>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
-    case 16: return nearest_batch_d<16>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
-    default: return nearest_batch_d<0>(x, n, stride, ct, rows, norms, max_norm, K, dsub, out, out_stride);
+  alignas(64) float approx[256 * kLanes];
+  for (size_t i = 0; i < n; i += kLanes) {
+    const float* xs[kLanes];
+    const size_t nv = n - i < kLanes ? n - i : kLanes;
+    for (size_t l = 0; l < kLanes; l++) xs[l] = x + (i + (l < nv ? l : nv - 1)) * stride;
+    int best[kLanes];
+    switch (dsub) {
+      case 4: nearest_lanes<4>(xs, rows, norms, tb, K, dsub, best, approx); break;
+      case 8: nearest_lanes<8>(xs, rows, norms, tb, K, dsub, best, approx); break;
+      case 16: nearest_lanes<16>(xs, rows, norms, tb, K, dsub, best, approx); break;
+      default: nearest_lanes<0>(xs, rows, norms, tb, K, dsub, best, approx); break;
+    }
+    for (size_t l = 0; l < nv; l++) {
+      const int k = best[l] >= 0 ? best[l] : nearest_exact(xs[l], ct, K, dsub);
+      out[(i + l) * out_stride] = static_cast<uint8_t>(k);
+    }
   }
 }
 
@@ -226,6 +235,16 @@ int nearest(const float* x, const float* ct, const float* rows, const float* nor
 
 }  // namespace
 
-Kernels avx512_kernels() { return Kernels{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch}; }
+// The complete AVX-512 table (simd.h): scan kernels from the AVX-512 scan files; the exact 8-bit
+// scan needs VBMI (vpermi2b), which the caller detected.
+Kernels avx512_kernels(bool vbmi) {
+  Kernels k{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch};
+  k.scan4 = scan4_avx512();
+  if (vbmi) k.scan8 = scan8_avx512vbmi();
+  else k.scan8_grouped = scan8_grouped_avx2();  // AVX2 code runs on every AVX-512 CPU
+  k.sums4 = sums4_avx2();  // AVX2 code runs on every AVX-512 CPU
+  k.sums8 = sums8_scalar();
+  return k;
+}
 
 }  // namespace spqindex

@@ -66,8 +66,38 @@ void scan4(const ScanArgs& a) {
   }
 }
 
+// Quantized sums of every row (simd.h SumsKernel), the scan4 loop without the bound.
+void sums4(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b1,
+           const uint8_t* qlut, uint16_t* out) {
+  const int P = (M + 1) / 2;
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+  for (size_t b = b0; b < b1; b++) {
+    const uint8_t* blk = blocks + b * block_bytes;
+    for (int h = 0; h < 2; h++) {
+      __m256i acc = _mm256_setzero_si256(), acch = _mm256_setzero_si256();
+      for (int p = 0; p < P; p++) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
+        const uint8_t* t = qlut + p * 64;
+        const __m256i vl = _mm256_shuffle_epi8(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)), _mm256_and_si256(c, nib));
+        const __m256i vh = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)),
+                                               _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
+        const __m256i v = _mm256_add_epi8(vl, vh);
+        acc = _mm256_add_epi16(acc, v);
+        acch = _mm256_add_epi16(acch, _mm256_srli_epi16(v, 8));
+      }
+      // uint16 lane i of lo is row i of the half, lane i of acch row 16 + i.
+      const __m256i lo = _mm256_sub_epi16(acc, _mm256_slli_epi16(acch, 8));
+      uint16_t* o = out + (b - b0) * 64 + h * 32;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), lo);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 16), acch);
+    }
+  }
+}
+
 }  // namespace
 
 ScanKernel scan4_avx2() { return scan4; }
+SumsKernel sums4_avx2() { return sums4; }
 
 }  // namespace spqindex

@@ -7,10 +7,12 @@
 #include <memory>
 #include <vector>
 
+#include "spqindex/grouped_scan.h"
 #include "spqindex/lut.h"
 #include "spqindex/simd.h"
 #include "spqindex/threads.h"
 #include "spqindex/topk.h"
+#include "spqindex/topk_select.h"
 
 namespace spqindex {
 namespace {
@@ -31,19 +33,66 @@ Luts prepare_luts(const Codebooks& cb, Metric metric, const CodeLayout& layout, 
                   size_t nq) {
   const Kernels& kern = kernels();
   Luts l;
+  // Internal codes (code_layout.h groups): the LUT columns in internal order (the same numbers
+  // permuted, so rescoring is unchanged); without a byte-permute kernel, the grouped one.
+  const CodeGroups* groups = layout.groups();
+  const bool grouped = groups && !kern.scan8 && kern.scan8_grouped;
   l.kernel = layout.kind() == CodeLayout::Kind::Fast4   ? kern.scan4
-             : layout.kind() == CodeLayout::Kind::Fast8 ? kern.scan8
+             : layout.kind() == CodeLayout::Kind::Fast8 ? (grouped ? kern.scan8_grouped : kern.scan8)
                                                         : nullptr;
   l.lut_size = static_cast<size_t>(cb.M) * cb.K;
   l.luts.resize(nq * l.lut_size);
   l.qluts.resize(l.kernel ? nq : 0);
   parallel_for((nq + kLutTaskQueries - 1) / kLutTaskQueries, [&](size_t t) {
+    std::vector<float> faiss_order(groups ? l.lut_size : 0);
+    GroupedLut gl;
     for (size_t qi = t * kLutTaskQueries; qi < std::min(nq, (t + 1) * kLutTaskQueries); qi++) {
-      compute_lut(cb, metric, q + qi * cb.dim(), l.luts.data() + qi * l.lut_size);
-      if (l.kernel) quantize_lut(l.luts.data() + qi * l.lut_size, cb.M, cb.nbits, &l.qluts[qi]);
+      float* lut = l.luts.data() + qi * l.lut_size;
+      if (groups) {
+        compute_lut(cb, metric, q + qi * cb.dim(), faiss_order.data());
+        for (size_t i = 0; i < l.lut_size; i++)  // i = m * 256 + internal code
+          lut[i] = faiss_order[(i & ~size_t{255}) + groups->to_original[i]];
+      } else {
+        compute_lut(cb, metric, q + qi * cb.dim(), lut);
+      }
+      if (!l.kernel) continue;
+      quantize_lut(lut, cb.M, cb.nbits, &l.qluts[qi]);
+      if (grouped && l.qluts[qi].ok) {
+        grouped_lut(l.qluts[qi], cb.M, &gl);
+        l.qluts[qi].grouped = std::move(gl.table);
+      }
     }
   });
   return l;
+}
+
+/// The large-k selection (topk_select.h) for the rows of blocks [b0, b1): the sums kernel of the
+/// layout when selection beats the heap scan over `rows` rows, else nullptr. Filtered searches
+/// keep the heap scan (it applies the allow masks).
+SumsKernel select_kernel(const Luts& L, const CodeLayout& layout, const BlockSource& src, size_t k,
+                         size_t rows) {
+  if (!L.kernel || src.allow || !prefer_select_topk(k, rows)) return nullptr;
+  return layout.kind() == CodeLayout::Kind::Fast4 ? kernels().sums4 : kernels().sums8;
+}
+
+/// Top-k of blocks [b0, b1) for queries [0, nq) of the given LUTs into heaps: select_topk for
+/// the queries with a usable quantized LUT when `sums` is set, scan_topk for the rest.
+void scan_blocks(SumsKernel sums, ScanKernel kernel, const CodeLayout& layout, const BlockSource& src,
+                 const int64_t* heap_ids, const float* luts, size_t lut_size, const QuantizedLut* ql,
+                 size_t nq, size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared) {
+  if (!sums) {
+    scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1, heaps, shared, src.allow);
+    return;
+  }
+  SelectScratch scratch;
+  for (size_t qi = 0; qi < nq; qi++) {
+    if (ql[qi].ok)
+      select_topk(sums, layout, src.blocks, src.n, b0, b1, heap_ids, luts + qi * lut_size, ql[qi],
+                  &heaps[qi], &scratch);
+    else  // the float scan
+      scan_topk(nullptr, layout, src.blocks, src.n, heap_ids, luts + qi * lut_size, nullptr, 1, b0,
+                b1, &heaps[qi], shared ? shared + qi : nullptr, src.allow);
+  }
 }
 
 /// Whether one task per query range is best (else every query is split over the blocks).
@@ -86,8 +135,9 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
       const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
       if (q0 >= q1) return;
       std::vector<TopK> heaps(q1 - q0, TopK(k));
-      scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts + q0 * lut_size,
-                ql ? ql + q0 : nullptr, q1 - q0, 0, nblocks, heaps.data(), nullptr, src.allow);
+      scan_blocks(select_kernel(L, layout, src, k, src.n), kernel, layout, src, heap_ids,
+                  luts + q0 * lut_size, lut_size, ql ? ql + q0 : nullptr, q1 - q0, 0, nblocks,
+                  heaps.data(), nullptr);
       for (size_t qi = q0; qi < q1; qi++) write(heaps[qi - q0], qi);
     });
     return;
@@ -98,11 +148,12 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
   std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
   std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
   for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
+  const SumsKernel sums = select_kernel(L, layout, src, k, per * kBlockRows);
   parallel_for(ntasks, [&](size_t t) {
     const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
     if (b0 < b1)
-      scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1,
-                partial[t].data(), shared.get(), src.allow);
+      scan_blocks(sums, kernel, layout, src, heap_ids, luts, lut_size, ql, nq, b0, b1,
+                  partial[t].data(), shared.get());
   });
   for (size_t qi = 0; qi < nq; qi++) {
     for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);

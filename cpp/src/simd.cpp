@@ -5,15 +5,19 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "spqindex/error.h"
 
 namespace spqindex {
 namespace {
 
-// SPQINDEX_X86_KERNELS: the AVX2/AVX-512 kernel files are compiled in (CMakeLists.txt); without
-// them the scalar level is the only one, whatever the CPU.
+// SPQINDEX_X86_KERNELS / SPQINDEX_NEON_KERNELS: the AVX2/AVX-512 resp. NEON kernel files are
+// compiled in (CMakeLists.txt); without them the scalar level is the only one, whatever the CPU.
 SimdLevel detect() {
+#if SPQINDEX_NEON_KERNELS
+  return SimdLevel::NEON;  // Advanced SIMD is part of every aarch64 CPU
+#endif
 #if SPQINDEX_X86_KERNELS
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -24,56 +28,57 @@ SimdLevel detect() {
   return SimdLevel::Scalar;
 }
 
-bool cpu_has_vbmi() {
 #if SPQINDEX_X86_KERNELS
-  return __builtin_cpu_supports("avx512vbmi");
-#else
-  return false;
+bool cpu_has_vbmi() { return __builtin_cpu_supports("avx512vbmi"); }
 #endif
-}
 
+// Each level's table comes complete from its ISA file; nothing is patched in here.
 Kernels table_for(SimdLevel level) {
-#if SPQINDEX_X86_KERNELS
-  Kernels k;
   switch (level) {
-    case SimdLevel::AVX512:
-      k = avx512_kernels();
-      k.scan4 = scan4_avx512();
-      if (cpu_has_vbmi()) k.scan8 = scan8_avx512vbmi();
-      return k;
-    case SimdLevel::AVX2:
-      k = avx2_kernels();
-      k.scan4 = scan4_avx2();
-      return k;
+#if SPQINDEX_X86_KERNELS
+    case SimdLevel::AVX512: return avx512_kernels(cpu_has_vbmi());
+    case SimdLevel::AVX2: return avx2_kernels();
+#endif
+#if SPQINDEX_NEON_KERNELS
+    case SimdLevel::NEON: return neon_kernels();
+#endif
     default: return scalar_kernels();
   }
-#else
-  (void)level;
-  return scalar_kernels();
-#endif
 }
 
 std::once_flag g_once;
-Kernels g_tables[3];                    // indexed by SimdLevel, filled once
+Kernels g_tables[kNumSimdLevels];       // indexed by SimdLevel, filled once for supported levels
 std::atomic<const Kernels*> g_active;   // what kernels() returns
 SimdLevel g_cpu_level;
+
+bool supported(SimdLevel level) {
+  if (level == SimdLevel::Scalar || level == g_cpu_level) return true;
+  return level == SimdLevel::AVX2 && g_cpu_level == SimdLevel::AVX512;
+}
+
+bool parse(const char* name, SimdLevel* out) {
+  for (int l = 0; l < kNumSimdLevels; l++)
+    if (!std::strcmp(name, simd_level_name(static_cast<SimdLevel>(l)))) {
+      *out = static_cast<SimdLevel>(l);
+      return true;
+    }
+  return false;
+}
 
 void init() {
   g_cpu_level = detect();
   SimdLevel level = g_cpu_level;
   if (const char* env = std::getenv("SPQINDEX_SIMD")) {
     SimdLevel want = level;
-    if (!std::strcmp(env, "scalar")) want = SimdLevel::Scalar;
-    else if (!std::strcmp(env, "avx2")) want = SimdLevel::AVX2;
-    else if (!std::strcmp(env, "avx512")) want = SimdLevel::AVX512;
-    else std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512; using %s\n", env, simd_level_name(level));
-    if (want > g_cpu_level)
+    if (!parse(env, &want))
+      std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512|neon; using %s\n", env, simd_level_name(level));
+    else if (!supported(want))
       std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not supported by this CPU; using %s\n", env, simd_level_name(g_cpu_level));
     else
       level = want;
   }
-  for (int l = 0; l <= static_cast<int>(g_cpu_level); l++)
-    g_tables[l] = table_for(static_cast<SimdLevel>(l));
+  for (int l = 0; l < kNumSimdLevels; l++)
+    if (supported(static_cast<SimdLevel>(l))) g_tables[l] = table_for(static_cast<SimdLevel>(l));
   g_active.store(&g_tables[static_cast<int>(level)]);
 }
 
@@ -89,20 +94,40 @@ SimdLevel cpu_simd_level() {
   return g_cpu_level;
 }
 
+bool simd_level_supported(SimdLevel level) {
+  std::call_once(g_once, init);
+  return supported(level);
+}
+
 void set_simd_level(SimdLevel level) {
   std::call_once(g_once, init);
-  SPQ_CHECK_ARG(level <= g_cpu_level, std::string("level: ") + simd_level_name(level) +
-                                          " is not supported by this CPU (best: " +
-                                          simd_level_name(g_cpu_level) + ")");
+  SPQ_CHECK_ARG(supported(level), std::string("level: ") + simd_level_name(level) +
+                                      " is not supported by this CPU (best: " +
+                                      simd_level_name(g_cpu_level) + ")");
   g_active.store(&g_tables[static_cast<int>(level)]);
+}
+
+const Kernels& kernels_for(SimdLevel level) {
+  std::call_once(g_once, init);
+  SPQ_CHECK_ARG(supported(level), std::string("level: ") + simd_level_name(level) +
+                                      " is not supported by this CPU");
+  return g_tables[static_cast<int>(level)];
 }
 
 const char* simd_level_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::AVX512: return "avx512";
     case SimdLevel::AVX2: return "avx2";
+    case SimdLevel::NEON: return "neon";
     default: return "scalar";
   }
+}
+
+SimdLevel simd_level_from_name(const char* name) {
+  SimdLevel level;
+  SPQ_CHECK_ARG(parse(name, &level),
+                std::string("level: expected \"scalar\", \"avx2\", \"avx512\" or \"neon\", got \"") + name + "\"");
+  return level;
 }
 
 }  // namespace spqindex

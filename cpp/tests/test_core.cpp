@@ -20,6 +20,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -27,9 +28,12 @@
 #include <vector>
 
 #include "spqindex/checksum.h"
+#include "spqindex/code_layout.h"
 #include "spqindex/codebooks.h"
 #include "spqindex/codes.h"
 #include "spqindex/encode.h"
+#include "spqindex/fastscan.h"
+#include "spqindex/grouped_scan.h"
 #include "spqindex/index.h"
 #include "spqindex/io.h"
 #include "spqindex/io_error.h"
@@ -38,6 +42,7 @@
 #include "spqindex/simd.h"
 #include "spqindex/threads.h"
 #include "spqindex/topk.h"
+#include "spqindex/topk_select.h"
 
 using namespace spqindex;
 
@@ -182,7 +187,8 @@ void test_pack_unpack_all_nbits() {
 
 void test_encode_matches_reference_every_simd_level() {
   const SimdLevel cpu = cpu_simd_level();
-  for (int level = 0; level <= static_cast<int>(cpu); level++) {
+  for (int level = 0; level < kNumSimdLevels; level++) {
+    if (!simd_level_supported(static_cast<SimdLevel>(level))) continue;
     set_simd_level(static_cast<SimdLevel>(level));
     std::mt19937_64 rng(2);
     for (int nbits : {1, 3, 4, 8})
@@ -209,6 +215,202 @@ void test_encode_matches_reference_every_simd_level() {
       }
   }
   set_simd_level(cpu);
+}
+
+// Every level's table comes complete from its ISA file (simd.h): nothing is patched in later.
+void test_kernel_tables_complete() {
+  for (int l = 0; l < kNumSimdLevels; l++) {
+    const SimdLevel level = static_cast<SimdLevel>(l);
+    if (!simd_level_supported(level)) continue;
+    const Kernels& k = kernels_for(level);
+    CHECK(k.level == level);
+    CHECK(k.subspace_l2 && k.subspace_ip && k.nearest);
+    if (level != SimdLevel::Scalar) CHECK(k.scan4 != nullptr);
+    CHECK(simd_level_from_name(simd_level_name(level)) == level);
+  }
+  EXPECT_THROW(std::invalid_argument, simd_level_from_name("sse9"));
+}
+
+// Every supported level returns bit-identical search results to the scalar level: 4-bit (odd M:
+// a padding nibble) and 8-bit codes, a partial last block, small and large k, ties, both metrics.
+void test_search_every_level_bit_identical() {
+  const SimdLevel cpu = cpu_simd_level();
+  for (int nbits : {4, 8})
+    for (int M : {1, 3, 8, 16}) {
+      std::mt19937_64 rng(100 + nbits * 10 + M);
+      const int dsub = 3;
+      Codebooks cb = make_cb(rng, M, nbits, dsub);
+      for (float& c : cb.centroids) c = std::round(c * 2.f) / 2.f;  // coarse values: many ties
+      Codebooks cbr(M, cb.K, dsub, cb.centroids.data());
+      for (Metric metric : {Metric::L2, Metric::IP}) {
+        Index idx(cbr, metric);
+        const size_t n = 1000 + 37;
+        auto x = randn(rng, n * cbr.dim());
+        idx.add(x.data(), n, nullptr);
+        const size_t nq = 6;
+        auto q = randn(rng, nq * cbr.dim());
+        for (size_t k : {size_t(1), size_t(10), size_t(300)}) {
+          std::vector<float> D0(nq * k), D1(nq * k);
+          std::vector<int64_t> I0(nq * k), I1(nq * k);
+          set_simd_level(SimdLevel::Scalar);
+          idx.search(q.data(), nq, k, D0.data(), I0.data());
+          for (int l = 1; l < kNumSimdLevels; l++) {
+            if (!simd_level_supported(static_cast<SimdLevel>(l))) continue;
+            set_simd_level(static_cast<SimdLevel>(l));
+            idx.search(q.data(), nq, k, D1.data(), I1.data());
+            CHECK(I0 == I1);
+            CHECK(std::memcmp(D0.data(), D1.data(), sizeof(float) * D0.size()) == 0);
+          }
+        }
+      }
+    }
+  set_simd_level(cpu);
+}
+
+// Grouped 8-bit scan (grouped_scan.h): the grouping is a permutation of 16 groups of 16, the AVX2
+// kernel reports exactly the rows the portable reference does for any bound, and with the bound
+// of the true k-th score every row of the exact top-k is offered (the pruning is safe).
+struct MaskLog {
+  std::vector<uint64_t> masks;  ///< (nq, nblocks)
+  size_t nblocks;
+};
+void log_mask(void* ctx, int qi, size_t block, uint64_t mask) {
+  MaskLog& log = *static_cast<MaskLog*>(ctx);
+  log.masks[qi * log.nblocks + block] |= mask;
+}
+
+// Rows stored in 64-row blocks (code_layout.h) through CodeLayout::put_row, as the index stores them.
+struct StoredBlocks {
+  CodeLayout layout;
+  std::vector<uint8_t> data;
+  size_t nblocks;
+  StoredBlocks(const uint8_t* codes, size_t n, int M, int nbits)
+      : layout(M, nbits), data(layout.bytes_for(n), 0), nblocks(CodeLayout::nblocks(n)) {
+    for (size_t r = 0; r < n; r++) layout.put_row(data.data(), r, codes + r * layout.code_size());
+  }
+};
+
+void test_grouped_scan8() {
+  std::mt19937_64 rng(77);
+  for (int M : {1, 5, 16}) {
+    const int dsub = 4;
+    Codebooks cb = make_cb(rng, M, 8, dsub);
+    const CodeGroups g = group_codewords(cb);
+    for (int m = 0; m < M; m++)
+      for (int c = 0; c < 256; c++)
+        CHECK(g.to_original[m * 256 + g.to_internal[m * 256 + c]] == c);
+    const size_t n = 64 * 7 + 19;
+    auto x = randn(rng, n * cb.dim());
+    std::vector<uint8_t> codes(n * M), internal(n * M);
+    encode(cb, x.data(), n, codes.data());
+    for (size_t i = 0; i < n * M; i++) internal[i] = g.to_internal[(i % M) * 256 + codes[i]];
+    const StoredBlocks packed(internal.data(), n, M, 8);
+    const int nq = 3;
+    auto q = randn(rng, nq * cb.dim());
+    std::vector<float> lut(M * 256), lut_int(M * 256);
+    std::vector<QuantizedLut> ql(nq);
+    std::vector<GroupedLut> gl(nq);
+    std::vector<std::vector<float>> scores(nq, std::vector<float>(n));
+    for (int qi = 0; qi < nq; qi++) {
+      compute_lut(cb, Metric::L2, &q[qi * cb.dim()], lut.data());
+      for (int m = 0; m < M; m++)
+        for (int i = 0; i < 256; i++) lut_int[m * 256 + i] = lut[m * 256 + g.to_original[m * 256 + i]];
+      quantize_lut(lut_int.data(), M, 8, &ql[qi]);
+      CHECK(ql[qi].ok);
+      grouped_lut(ql[qi], M, &gl[qi]);
+      for (size_t r = 0; r < n; r++) scores[qi][r] = adc_score(lut.data(), &codes[r * M], M, 8);
+    }
+    std::vector<ScanKernel> kernels_to_test = {scan8_grouped_scalar()};
+    for (int l = 0; l < kNumSimdLevels; l++)
+      if (simd_level_supported(static_cast<SimdLevel>(l)) && kernels_for(static_cast<SimdLevel>(l)).scan8_grouped)
+        kernels_to_test.push_back(kernels_for(static_cast<SimdLevel>(l)).scan8_grouped);
+    auto run_kernel = [&](ScanKernel kern, const std::vector<int32_t>& bounds) {
+      MaskLog log{std::vector<uint64_t>(nq * packed.nblocks, 0), packed.nblocks};
+      std::vector<ScanQuery> sq(nq);
+      for (int qi = 0; qi < nq; qi++) sq[qi] = {gl[qi].table.data(), bounds[qi]};
+      kern(ScanArgs{packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, nq, sq.data(), log_mask, &log});
+      return log.masks;
+    };
+    for (size_t k : {size_t(1), size_t(10), size_t(100)}) {
+      std::vector<int32_t> bounds(nq);
+      std::vector<std::vector<size_t>> top(nq);
+      for (int qi = 0; qi < nq; qi++) {
+        std::vector<size_t> order(n);
+        std::iota(order.begin(), order.end(), size_t(0));
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+          return better(scores[qi][a], int64_t(a), scores[qi][b], int64_t(b));
+        });
+        top[qi].assign(order.begin(), order.begin() + k);
+        bounds[qi] = ql[qi].bound(scores[qi][order[k - 1]]);
+      }
+      const auto ref = run_kernel(kernels_to_test[0], bounds);
+      for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      for (int qi = 0; qi < nq; qi++)
+        for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
+    }
+    for (int32_t b : {-1, 0, 200, 65535}) {  // fixed bounds, padding rows included
+      const std::vector<int32_t> bounds(nq, b);
+      const auto ref = run_kernel(kernels_to_test[0], bounds);
+      for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      if (b == 65535) CHECK(ref[0] == ~uint64_t{0});
+      if (b < 0) CHECK(ref[0] == 0);
+    }
+  }
+}
+
+// Large-k selection (topk_select.h) against the brute-force scan at every level: 4-bit (odd M)
+// and 8-bit, many ties, k around n, row numbers and shuffled ids; the sums kernels of every
+// level equal the portable ones.
+void test_select_topk_large_k() {
+  std::mt19937_64 rng(91);
+  for (int nbits : {4, 8})
+    for (int M : {3, 8}) {
+      Codebooks cb0 = make_cb(rng, M, nbits, 2);
+      for (float& c : cb0.centroids) c = std::round(c * 2.f) / 2.f;  // many ties
+      Codebooks cb(M, cb0.K, 2, cb0.centroids.data());
+      const size_t n = 64 * 40 + 23;
+      auto x = randn(rng, n * cb.dim());
+      std::vector<uint8_t> codes(n * cb.code_size());
+      encode(cb, x.data(), n, codes.data());
+      const StoredBlocks packed(codes.data(), n, M, nbits);
+      std::vector<int64_t> ids(n);
+      for (size_t i = 0; i < n; i++) ids[i] = static_cast<int64_t>((i * 7919) % n);  // a permutation
+      auto q = randn(rng, 2 * cb.dim());
+      for (int qi = 0; qi < 2; qi++) {
+        std::vector<float> lut(static_cast<size_t>(M) * cb.K);
+        compute_lut(cb, qi ? Metric::IP : Metric::L2, &q[qi * cb.dim()], lut.data());
+        QuantizedLut ql;
+        quantize_lut(lut.data(), M, nbits, &ql);
+        CHECK(ql.ok);
+        std::vector<uint16_t> ref_sums(packed.nblocks * 64), sums(ref_sums.size());
+        (nbits == 4 ? sums4_scalar() : sums8_scalar())(packed.data.data(), packed.layout.block_bytes(), M, 0,
+                                                       packed.nblocks, ql.table.data(), ref_sums.data());
+        for (int l = 0; l < kNumSimdLevels; l++) {
+          if (!simd_level_supported(static_cast<SimdLevel>(l))) continue;
+          const Kernels& kern = kernels_for(static_cast<SimdLevel>(l));
+          const SumsKernel sk = nbits == 4 ? kern.sums4 : kern.sums8;
+          sk(packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, ql.table.data(), sums.data());
+          CHECK(sums == ref_sums);
+          for (size_t k : {size_t(64), size_t(300), size_t(1000), n - 1, n, n + 5}) {
+            for (bool with_ids : {false, true}) {
+              const int64_t* idp = with_ids ? ids.data() : nullptr;
+              std::vector<int64_t> rows(n);
+              for (size_t i = 0; i < n; i++) rows[i] = static_cast<int64_t>(i);
+              TopK ref(k), got(k);
+              scan_codes(lut.data(), codes.data(), with_ids ? ids.data() : rows.data(), 0, n, M, nbits, ref);
+              SelectScratch scratch;
+              select_topk(sk, packed.layout, packed.data.data(), n, 0, packed.nblocks, idp, lut.data(), ql, &got, &scratch);
+              std::vector<float> D0(k), D1(k);
+              std::vector<int64_t> I0(k), I1(k);
+              ref.write_sorted(D0.data(), I0.data(), false);
+              got.write_sorted(D1.data(), I1.data(), false);
+              CHECK(I0 == I1);
+              CHECK(std::memcmp(D0.data(), D1.data(), sizeof(float) * k) == 0);
+            }
+          }
+        }
+      }
+    }
 }
 
 void test_lut_and_scan_against_brute_force() {
@@ -510,6 +712,10 @@ int main() {
   run("codebooks_validation", test_codebooks_validation);
   run("pack_unpack_all_nbits", test_pack_unpack_all_nbits);
   run("encode_matches_reference_every_simd_level", test_encode_matches_reference_every_simd_level);
+  run("kernel_tables_complete", test_kernel_tables_complete);
+  run("search_every_level_bit_identical", test_search_every_level_bit_identical);
+  run("grouped_scan8", test_grouped_scan8);
+  run("select_topk_large_k", test_select_topk_large_k);
   run("lut_and_scan_against_brute_force", test_lut_and_scan_against_brute_force);
   run("topk_ties_and_merge", test_topk_ties_and_merge);
   run("index_add_remove_reconstruct", test_index_add_remove_reconstruct);

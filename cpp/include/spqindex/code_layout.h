@@ -10,12 +10,18 @@
 // An inverted-file partition is a list of such blocks, each list with its own row count.
 //
 // The FAISS ProductQuantizer row (codes.h) is the exchange format: put_row/get_row convert at
-// that boundary and nowhere else (a per-sub-space codeword renumbering would live there too).
+// that boundary and nowhere else, together with the codeword renumbering of 8-bit layouts:
+// given CodeGroups (grouped_scan.h), Fast8 blocks hold internal codes (to_internal[m * 256 + c]
+// for FAISS code c of sub-space m) and get_row maps them back (to_original). Files and every API
+// keep FAISS numbering (renumber() converts whole blocks at save / load).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace spqindex {
+
+struct CodeGroups;
 
 /// Rows per stored block.
 constexpr size_t kBlockRows = 64;
@@ -24,7 +30,8 @@ class CodeLayout {
  public:
   enum class Kind { Fast4, Fast8, Rows };
 
-  CodeLayout(int M, int nbits);
+  /// groups: nbits 8 only, the internal codeword order of the stored bytes; nullptr: FAISS codes.
+  CodeLayout(int M, int nbits, std::shared_ptr<const CodeGroups> groups = nullptr);
 
   int M() const { return M_; }
   int nbits() const { return nbits_; }
@@ -32,6 +39,13 @@ class CodeLayout {
   /// Bytes of one FAISS row: ceil(M * nbits / 8).
   size_t code_size() const { return code_size_; }
   size_t block_bytes() const { return block_bytes_; }
+  /// The internal codeword order of the stored bytes, or nullptr (FAISS numbering).
+  const CodeGroups* groups() const { return groups_.get(); }
+  /// Whether stored bytes mean the same codes in both layouts (blocks may be copied as bytes).
+  bool same_numbering(const CodeLayout& other) const;
+  /// Converts whole blocks in place between FAISS numbering and this layout's internal one
+  /// (to_internal true: FAISS -> internal). No-op without groups.
+  void renumber(uint8_t* blocks, size_t nblocks, bool to_internal) const;
   static size_t nblocks(size_t n) { return (n + kBlockRows - 1) / kBlockRows; }
   /// Bytes holding n rows (whole blocks). Throws std::invalid_argument on overflow.
   size_t bytes_for(size_t n) const;
@@ -48,6 +62,10 @@ class CodeLayout {
   /// Copies rows [src_row, src_row + n) of `src` to rows [dst_row, ...) of `dst` (whole blocks
   /// with memcpy when both start on a block boundary).
   void copy_rows(const uint8_t* src, size_t src_row, uint8_t* dst, size_t dst_row, size_t n) const;
+  /// copy_rows from blocks of another layout of the same M, nbits (row by row through FAISS rows
+  /// when the numbering differs).
+  void copy_rows_from(const CodeLayout& src_layout, const uint8_t* src, size_t src_row, uint8_t* dst,
+                      size_t dst_row, size_t n) const;
   /// True when every stored row's padding bits (and every row past n in the last block) are zero,
   /// the canonical form save writes.
   bool canonical(const uint8_t* blocks, size_t n) const;
@@ -66,6 +84,7 @@ class CodeLayout {
   int M_, nbits_;
   Kind kind_;
   size_t code_size_, block_bytes_;
+  std::shared_ptr<const CodeGroups> groups_;
 };
 
 }  // namespace spqindex

@@ -27,6 +27,10 @@ struct QuantizedLut {
   double base = 0;    ///< Σ_m min_m
   double slack = 0;   ///< Σ_m e_m + float32 summation error bound
   bool ok = false;    ///< false: LUT not finite or too wide; use the float scan
+  /// The kernel's table when it is not `table`: the group minima of the grouped 8-bit kernel
+  /// (grouped_scan.h GroupedLut::table); empty otherwise.
+  std::vector<uint8_t> grouped;
+  const uint8_t* kernel_table() const { return grouped.empty() ? table.data() : grouped.data(); }
 
   /// Largest quantized sum a code may have and still reach a score <= thr; -1: none can.
   int32_t bound(float thr) const;

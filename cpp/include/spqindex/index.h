@@ -101,8 +101,9 @@ class Index {
   void check_id_mode(const int64_t* ids, size_t n) const;
   /// Appends n rows given as FAISS rows (codes) or as stored blocks starting at row src_row
   /// (blocks); ids: explicit ids, or nullptr for next_id() onwards (shift applied by caller).
-  void append(const uint8_t* codes, const uint8_t* blocks, size_t src_row, size_t n,
-              const int64_t* ids);
+  /// (blocks of src_layout: that layout's numbering, converted when it differs from layout_).
+  void append(const uint8_t* codes, const uint8_t* blocks, const CodeLayout* src_layout,
+              size_t src_row, size_t n, const int64_t* ids);
   void materialise_ids();  ///< stores ids 0..n-1 (the implicit ones)
   const std::unordered_map<int64_t, size_t>& row_of() const;  // lazily built id -> row
 

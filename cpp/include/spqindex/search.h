@@ -3,6 +3,8 @@
 // Planner (search_blocks): computes the LUTs, then either splits the queries over the threads
 // (many queries or a small database) or splits the database blocks of every query over them
 // (few queries, large database), and merges per-task heaps. Index only locks and delegates.
+// Large k (topk_select.h prefer_select_topk) without a filter: each task takes the selection
+// over its rows instead of the heap scan (same results, bit for bit).
 //
 // Scanner (scan_topk): the exact top-k of one range of stored blocks for a group of queries, on
 // one thread. Queries with a usable quantized LUT and a kernel take the fast scan (candidates
