@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import statistics
+import subprocess
 import time
 
 import numpy as np

@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import torch
 
-from fashion_mnist_results import raw_pixel_pq_ids  # bench/ is on sys.path when run as a script
 from spqindex import datasets
 from spqindex.metrics import average_precisions, relevance
 from spqindex.train import SPQModel
+from fashion_mnist_results import raw_pixel_pq_ids  # bench/ is on sys.path when run as a script
 
 
 def per_query_ap(ids, yq, yd):

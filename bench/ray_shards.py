@@ -46,7 +46,7 @@ def timed(fn, repeats: int) -> float:
 
 def latency(search, queries, repeats: int) -> float:
     """Median over the queries of the min-of-``repeats`` time of a one-query search, seconds."""
-    return float(np.median([timed(lambda: search(q[None, :]), repeats) for q in queries]))
+    return float(np.median([timed(lambda q=q: search(q[None, :]), repeats) for q in queries]))
 
 
 def main() -> int:
@@ -134,8 +134,8 @@ def main() -> int:
             try:
                 D, I = sx.search(q, args.k)
                 ok = np.array_equal(I, ref[1]) and np.array_equal(D, ref[0])
-                tb = timed(lambda: sx.search(q, args.k), args.repeats)
-                t1 = latency(lambda x: sx.search(x, args.k), ql, args.repeats)
+                tb = timed(lambda sx=sx: sx.search(q, args.k), args.repeats)
+                t1 = latency(lambda x, sx=sx: sx.search(x, args.k), ql, args.repeats)
             finally:
                 sx.close()
             rows.append((f"ShardedIndex S={S}", f"{S}x{threads}", tb, t1,

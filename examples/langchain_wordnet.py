@@ -20,11 +20,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.runnables import RunnableLambda  # noqa: E402
+from text_wordnet import cached_prefix, cpu_model  # noqa: E402
+from wordnet_glosses import LEXNAMES, embed, load_glosses, load_model  # noqa: E402
 
 import spqindex  # noqa: E402
 from spqindex.integrations.langchain import SPQVectorStore  # noqa: E402
-from text_wordnet import cached_prefix, cpu_model  # noqa: E402
-from wordnet_glosses import LEXNAMES, embed, load_glosses, load_model  # noqa: E402
 
 QUESTIONS = ["a large animal that lives in the sea", "a tool for cutting wood", "to move quickly on foot",
              "a feeling of great happiness", "a sweet food made from sugar"]
@@ -64,7 +64,7 @@ def main() -> int:
         n = min(n, cached_prefix(a.cache, len(glosses)))
     order = order[:n]
     x = embed([glosses[i] for i in order], cache=a.cache)
-    held, order, xh = order[-a.questions:], order[:-a.questions], x[-a.questions:]
+    order, xh = order[:-a.questions], x[-a.questions:]
     x = x[:-a.questions]
 
     emb = MiniLMEmbeddings()

@@ -19,8 +19,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spqindex  # noqa: E402
 from wordnet_glosses import CHUNK, LEXNAMES, embed, load_glosses  # noqa: E402
+
+import spqindex  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -111,7 +112,7 @@ def main() -> int:
             ours.add(xb)
             t_ours = time.perf_counter() - t0
             row("spqindex", f"Index M={M} nbits={nbits}", metric, ours.code_size,
-                lambda: ours.search(xq, k), t_ours)
+                lambda ours=ours: ours.search(xq, k), t_ours)
 
             t0 = time.perf_counter()
             fpq = faiss.IndexPQ(x.shape[1], M, nbits, fmetric)
@@ -120,14 +121,14 @@ def main() -> int:
             fpq.add(xb)
             t_faiss = time.perf_counter() - t0
             row("faiss", f"IndexPQ M={M} nbits={nbits}", metric, fpq.pq.code_size,
-                lambda: fpq.search(xq, k), t_faiss)
+                lambda fpq=fpq: fpq.search(xq, k), t_faiss)
             if nbits == 4:
                 fs = faiss.IndexPQFastScan(fpq)  # same codebooks and codes, packed for the 4-bit scan
                 row("faiss", f"IndexPQFastScan M={M}", metric, fpq.pq.code_size,
-                    lambda: fs.search(xq, k), t_faiss)
+                    lambda fs=fs: fs.search(xq, k), t_faiss)
             conv = spqindex.from_faiss(fpq)  # FAISS's codebooks and codes, searched by spqindex
             row("spqindex", f"from_faiss(IndexPQ M={M} nbits={nbits})", metric, conv.code_size,
-                lambda: conv.search(xq, k), t_faiss)
+                lambda conv=conv: conv.search(xq, k), t_faiss)
     return 0
 
 

@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spqindex
-from conftest import random_codebooks
 import reference as ref
+from conftest import random_codebooks
 
 METRICS = ["l2", "spq", "ip"]
 

@@ -116,7 +116,7 @@ def test_rejects_bad_magic_version_and_size(rng, tmp_path):
         "ntotal": good[:36] + (2**62).to_bytes(8, "little") + good[44:],
         "checksum": good[:-8] + bytes(8),
     }
-    for what, data in cases.items():
+    for data in cases.values():
         path.write_bytes(data)
         with pytest.raises(ValueError, match="index file"):
             spqindex.Index.load(path)

@@ -12,8 +12,8 @@ import pytest
 
 import spqindex
 from spqindex import _core
-from conftest import random_codebooks
 import reference as ref
+from conftest import random_codebooks
 
 CLI = os.path.join(os.path.dirname(sys.executable), "spqindex")
 LEVELS = [lv for lv in ("scalar", "avx2", "avx512")

@@ -120,7 +120,6 @@ def index(args) -> int:
 
 def search(args) -> int:
     import spqindex
-
     from . import image_files
 
     model = load_model(args.checkpoint, args.device)
@@ -199,9 +198,8 @@ def upgrade(args) -> int:
 
 
 def merge(args) -> int:
-    from . import _core
-
     import spqindex
+    from . import _core
 
     _core.merge_files(args.out, list(args.inputs), bool(args.shift_ids))
     n = len(spqindex.Index.load(args.out, mmap=True, verify=False))

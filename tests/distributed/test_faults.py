@@ -15,10 +15,9 @@ import time
 
 import numpy as np
 import pytest
+from ray_helpers import require_ray, worker_env
 
 import spqindex
-
-from ray_helpers import require_ray, worker_env
 
 pytestmark = pytest.mark.ray
 

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+import ray_helpers
 
 import spqindex
-import ray_helpers
 from spqindex.cli import main
 
 

@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
+import ray_helpers
 
 import spqindex
-import ray_helpers
 
 pytestmark = pytest.mark.ray
 

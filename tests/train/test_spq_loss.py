@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from spqindex.train.loss import CQCLoss, cqc_loss, nt_xent
-
 from naive import nt_xent_loop
 
 

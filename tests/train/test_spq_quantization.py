@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from spqindex.train.model import QuantizationHead, soft_quantize
-
 from naive import soft_quantize_loop
 
 

@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 
 import spqindex
-
 from .manifest import codebooks_sha256, shard_file, write_manifest
 from .routing import balanced_ranges, hash_shard
 

@@ -68,7 +68,6 @@ def _actor_options(args) -> dict:
 
 def _build(args) -> int:
     import spqindex
-
     from .build import build_sharded
 
     if args.shards < 1:

@@ -17,7 +17,6 @@ from typing import Optional
 import numpy as np
 
 import spqindex
-
 from .manifest import codebooks_sha256, read_manifest
 
 

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import spqindex
-
 from . import cluster
 from .errors import ShardUnavailableError
 from .manifest import MANIFEST, codebooks_sha256, read_manifest, shard_file, write_manifest

@@ -33,8 +33,8 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from ..index import Index
 from .._validate import float_matrix, positive_int
+from ..index import Index
 
 METRICS = ("l2", "ip", "cosine")
 SIDECAR_FORMAT = "spqindex-langchain"
