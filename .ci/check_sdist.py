@@ -1,13 +1,20 @@
 """Checks an sdist holds the sources and nothing else: no build outputs, runs, venvs, binaries or models.
 
-    python .ci/check_sdist.py dist/spqindex-X.tar.gz
+python .ci/check_sdist.py dist/spqindex-X.tar.gz
 """
 
 import sys
 import tarfile
 
-REQUIRED = ("LICENSE", "README.md", "pyproject.toml", "CMakeLists.txt", "python/spqindex/__init__.py",
-            "cpp/src/index.cpp", "tests/test_index.py")
+REQUIRED = (
+    "LICENSE",
+    "README.md",
+    "pyproject.toml",
+    "CMakeLists.txt",
+    "python/spqindex/__init__.py",
+    "cpp/src/index.cpp",
+    "tests/test_index.py",
+)
 FORBIDDEN_DIRS = {"build", "dist", "runs", ".venv", "__pycache__", ".pytest_cache", "spqindex-demo", ".git"}
 FORBIDDEN_SUFFIXES = (".so", ".o", ".a", ".whl", ".pt", ".pth", ".ckpt", ".npy", ".npz", ".spq", ".pyc")
 MAX_FILE_BYTES = 1 << 20  # the largest source file is far below this; a model or data file is not

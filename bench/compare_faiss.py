@@ -15,6 +15,7 @@ dynamic-dispatch builds read at import (FAISS_OPT_LEVEL only picks among separat
 swigfaiss_<isa> modules, which these wheels do not ship); the header prints the level each
 library reports it actually uses.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -156,7 +157,7 @@ def run_row(faiss, x, xt, q, M, nbits, k, args, rng):
     t_o = best_time(lambda: o_search(qb, k), args.repeats)
     # Issue 2's bar compares with plain IndexPQ at every nbits (it has no fast 4-bit path).
     t_pq = t_f if findex is base else best_time(lambda: base.search(qb, k), args.repeats)
-    lat_o, lat_f = interleaved_latency(o_search, f_search, q[-args.nlat:], k, args.threads, faiss)
+    lat_o, lat_f = interleaved_latency(o_search, f_search, q[-args.nlat :], k, args.threads, faiss)
 
     # Exactness on a subset of queries.
     qr = qb[: args.nref]
@@ -172,10 +173,16 @@ def run_row(faiss, x, xt, q, M, nbits, k, args, rng):
     return {
         "row": f"M={M} nbits={nbits}",
         "faiss": fname,
-        "qps_o": args.nq / t_o, "qps_f": args.nq / t_f, "qps_pq": args.nq / t_pq,
-        "lat_o": lat_o * 1e3, "lat_f": lat_f * 1e3,
-        "ids_ok": ids_ok, "r_o": recall(Io, ref_i), "r_f": recall(If, ref_i),
-        "enc_o": args.nencode / te_o, "enc_f": args.nencode / te_f,
+        "qps_o": args.nq / t_o,
+        "qps_f": args.nq / t_f,
+        "qps_pq": args.nq / t_pq,
+        "lat_o": lat_o * 1e3,
+        "lat_f": lat_f * 1e3,
+        "ids_ok": ids_ok,
+        "r_o": recall(Io, ref_i),
+        "r_f": recall(If, ref_i),
+        "enc_o": args.nencode / te_o,
+        "enc_f": args.nencode / te_f,
         "same_codes": same_codes,
     }
 
@@ -195,8 +202,11 @@ def main() -> None:
     ap.add_argument("--ntrain", type=int, default=20_000)
     ap.add_argument("--train-iters", type=int, default=10)
     ap.add_argument("--rows", default="8x4,16x4,8x8,16x8", help="comma list of MxNBITS")
-    ap.add_argument("--level", choices=sorted(FAISS_LEVELS),
-                    help="force both libraries to this SIMD level (default: each picks the best)")
+    ap.add_argument(
+        "--level",
+        choices=sorted(FAISS_LEVELS),
+        help="force both libraries to this SIMD level (default: each picks the best)",
+    )
     args = ap.parse_args()
     if args.level:
         os.environ["FAISS_SIMD_LEVEL"] = FAISS_LEVELS[args.level]
@@ -221,22 +231,29 @@ def main() -> None:
     q, x = x[args.n :], x[: args.n]
     xt = x[rng.choice(args.n, size=min(args.ntrain, args.n), replace=False)]
 
-    print(f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} vs faiss {faiss.__version__} "
-          f"simd={faiss_level(faiss)}; n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq}; "
-          f"{cpu_model()}")
-    hdr = ("| row | faiss index | QPS nq={nq} ours | faiss | ratio | nq=1 ms ours | faiss | ratio "
-           "| ids==ref | R@10 ours | R@10 faiss | encode vec/s ours | faiss | ratio "
-           "| QPS faiss IndexPQ | ours/IndexPQ |").format(nq=args.nq)
+    print(
+        f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} vs faiss {faiss.__version__} "
+        f"simd={faiss_level(faiss)}; n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq}; "
+        f"{cpu_model()}"
+    )
+    hdr = (
+        "| row | faiss index | QPS nq={nq} ours | faiss | ratio | nq=1 ms ours | faiss | ratio "
+        "| ids==ref | R@10 ours | R@10 faiss | encode vec/s ours | faiss | ratio "
+        "| QPS faiss IndexPQ | ours/IndexPQ |"
+    ).format(nq=args.nq)
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for spec in args.rows.split(","):
         M, nbits = (int(v) for v in spec.split("x"))
         r = run_row(faiss, x, xt, q, M, nbits, args.k, args, rng)
-        print(f"| {r['row']} | {r['faiss']} | {r['qps_o']:.0f} | {r['qps_f']:.0f} | {r['qps_o'] / r['qps_f']:.2f}x "
-              f"| {r['lat_o']:.3f} | {r['lat_f']:.3f} | {r['lat_o'] / r['lat_f']:.2f}x "
-              f"| {'yes' if r['ids_ok'] else 'NO'} | {r['r_o']:.3f} | {r['r_f']:.3f} "
-              f"| {r['enc_o']:.3g} | {r['enc_f']:.3g} | {r['enc_o'] / r['enc_f']:.2f}x "
-              f"| {r['qps_pq']:.0f} | {r['qps_o'] / r['qps_pq']:.2f}x |", flush=True)
+        print(
+            f"| {r['row']} | {r['faiss']} | {r['qps_o']:.0f} | {r['qps_f']:.0f} | {r['qps_o'] / r['qps_f']:.2f}x "
+            f"| {r['lat_o']:.3f} | {r['lat_f']:.3f} | {r['lat_o'] / r['lat_f']:.2f}x "
+            f"| {'yes' if r['ids_ok'] else 'NO'} | {r['r_o']:.3f} | {r['r_f']:.3f} "
+            f"| {r['enc_o']:.3g} | {r['enc_f']:.3g} | {r['enc_o'] / r['enc_f']:.2f}x "
+            f"| {r['qps_pq']:.0f} | {r['qps_o'] / r['qps_pq']:.2f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

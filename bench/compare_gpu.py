@@ -14,6 +14,7 @@ and, at nq=1, the memory bandwidth achieved by the search (code bytes / device t
 from CUDA events) against the card's peak. Each spqindex result of the first queries is checked
 against the CPU index (identical ids and distance bits).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,18 @@ import time
 import numpy as np
 
 # Peak bandwidth by name, used when the driver does not report the memory clock (GB/s).
-PEAK_GBS = {"H200": 4800.0, "H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H100 NVL": 3900.0,
-            "A100-SXM4-80GB": 2039.0, "A100 80GB PCIe": 1935.0, "A100-SXM4-40GB": 1555.0,
-            "A100-PCIE-40GB": 1555.0, "L40S": 864.0, "L4": 300.0}
+PEAK_GBS = {
+    "H200": 4800.0,
+    "H100 80GB HBM3": 3350.0,
+    "H100 PCIe": 2000.0,
+    "H100 NVL": 3900.0,
+    "A100-SXM4-80GB": 2039.0,
+    "A100 80GB PCIe": 1935.0,
+    "A100-SXM4-40GB": 1555.0,
+    "A100-PCIE-40GB": 1555.0,
+    "L40S": 864.0,
+    "L4": 300.0,
+}
 
 
 def peak_bandwidth(info: dict) -> float:
@@ -57,8 +67,7 @@ class TorchBaseline:
     """LUT gather + torch.topk, the straightforward way: per database tile, scores (nq, tile) are
     summed from M index_selects of the flattened LUT, then torch.topk; a final topk merges."""
 
-    def __init__(self, torch, codebooks: np.ndarray, codes: np.ndarray, nbits: int,
-                 device: str = "cuda"):
+    def __init__(self, torch, codebooks: np.ndarray, codes: np.ndarray, nbits: int, device: str = "cuda"):
         self.torch = torch
         M, K, dsub = codebooks.shape
         self.M, self.K, self.dsub = M, K, dsub
@@ -124,8 +133,10 @@ def main(argv=None) -> int:
     print(f"database: {args.n:,} random codes, dim {args.dim}, metric l2; torch {torch.__version__}")
     rng = np.random.default_rng(0)
     rows = []
-    header = (f"{'M':>3} {'nbits':>5} {'nq':>5} {'k':>5} | {'spq QPS':>10} {'spq QPS(t)':>10} "
-              f"{'dev ms':>8} | {'torch QPS':>10} {'x torch':>8} | {'GB/s':>7} {'% peak':>6} | exact")
+    header = (
+        f"{'M':>3} {'nbits':>5} {'nq':>5} {'k':>5} | {'spq QPS':>10} {'spq QPS(t)':>10} "
+        f"{'dev ms':>8} | {'torch QPS':>10} {'x torch':>8} | {'GB/s':>7} {'% peak':>6} | exact"
+    )
     print(header)
     print("-" * len(header))
     for M in [int(v) for v in args.M.split(",")]:
@@ -141,8 +152,7 @@ def main(argv=None) -> int:
             t_upload = time.perf_counter() - t0
             base = None if args.no_baseline else TorchBaseline(torch, codebooks, codes, nbits)
             del codes
-            print(f"# M={M} nbits={nbits}: to_gpu {t_upload:.2f} s "
-                  f"({args.n * code_size / 1e6:.0f} MB of codes)")
+            print(f"# M={M} nbits={nbits}: to_gpu {t_upload:.2f} s ({args.n * code_size / 1e6:.0f} MB of codes)")
             for nq in [int(v) for v in args.nq.split(",")]:
                 q = rng.standard_normal((nq, args.dim)).astype(np.float32)
                 qt = torch.from_numpy(q).cuda()
@@ -151,8 +161,9 @@ def main(argv=None) -> int:
                     nchk = min(nq, 2)
                     Dc, Ic = index.search(q[:nchk], k)
                     Dg, Ig = gpu.search(q, k)
-                    exact = bool(np.array_equal(Ig[:nchk], Ic)
-                                 and np.array_equal(Dg[:nchk].view(np.uint32), Dc.view(np.uint32)))
+                    exact = bool(
+                        np.array_equal(Ig[:nchk], Ic) and np.array_equal(Dg[:nchk].view(np.uint32), Dc.view(np.uint32))
+                    )
                     t_host = timed(functools.partial(gpu.search, q, k), args.repeat)
                     dev_ms = gpu.last_search_ms
                     t_dev = timed(functools.partial(gpu.search, qt, k), args.repeat)
@@ -161,25 +172,38 @@ def main(argv=None) -> int:
                     if base is not None:
                         t_base = timed(functools.partial(base.search, qt, k), 1 if nq > 1 else args.repeat)
                     gbs = args.n * code_size / (dev_ms * 1e-3) / 1e9 if nq == 1 else float("nan")
-                    row = dict(device=info["name"], n=args.n, dim=args.dim, M=M, nbits=nbits, nq=nq,
-                               k=k, qps_host=nq / t_host, qps_torch_queries=nq / t_dev,
-                               device_ms=dev_ms, qps_torch_baseline=nq / t_base,
-                               speedup=t_base / min(t_host, t_dev), bandwidth_gbs=gbs,
-                               peak_gbs=peak, exact=exact)
+                    row = dict(
+                        device=info["name"],
+                        n=args.n,
+                        dim=args.dim,
+                        M=M,
+                        nbits=nbits,
+                        nq=nq,
+                        k=k,
+                        qps_host=nq / t_host,
+                        qps_torch_queries=nq / t_dev,
+                        device_ms=dev_ms,
+                        qps_torch_baseline=nq / t_base,
+                        speedup=t_base / min(t_host, t_dev),
+                        bandwidth_gbs=gbs,
+                        peak_gbs=peak,
+                        exact=exact,
+                    )
                     rows.append(row)
-                    print(f"{M:>3} {nbits:>5} {nq:>5} {k:>5} | {row['qps_host']:>10.1f} "
-                          f"{row['qps_torch_queries']:>10.1f} {dev_ms:>8.3f} | "
-                          f"{row['qps_torch_baseline']:>10.1f} {row['speedup']:>8.1f} | "
-                          f"{gbs:>7.0f} {100 * gbs / peak:>6.1f} | {'yes' if exact else 'NO'}",
-                          flush=True)
+                    print(
+                        f"{M:>3} {nbits:>5} {nq:>5} {k:>5} | {row['qps_host']:>10.1f} "
+                        f"{row['qps_torch_queries']:>10.1f} {dev_ms:>8.3f} | "
+                        f"{row['qps_torch_baseline']:>10.1f} {row['speedup']:>8.1f} | "
+                        f"{gbs:>7.0f} {100 * gbs / peak:>6.1f} | {'yes' if exact else 'NO'}",
+                        flush=True,
+                    )
             del gpu, base, index
             torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     ok = all(r["exact"] for r in rows)
-    print("all spqindex GPU results identical to the CPU index" if ok else
-          "MISMATCH between GPU and CPU results")
+    print("all spqindex GPU results identical to the CPU index" if ok else "MISMATCH between GPU and CPU results")
     return 0 if ok else 1
 
 

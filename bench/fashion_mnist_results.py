@@ -48,21 +48,46 @@ def raw_pixel_pq(x_db, x_q, y_db, y_q, bits: int, top_n: int, seed: int) -> dict
 
 def spq(x_db, x_q, y_db, y_q, bits: int, args) -> dict:
     t = time.perf_counter()
-    cfg = SPQConfig(bits=bits, lr=args.lr, batch_size=args.batch_size, crop_scale=(args.crop_scale, 1.0),
-                    tau=args.tau, tau_q=args.tau_q, seed=args.seed, normalize_subspaces=args.normalize_subspaces)
+    cfg = SPQConfig(
+        bits=bits,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        crop_scale=(args.crop_scale, 1.0),
+        tau=args.tau,
+        tau_q=args.tau_q,
+        seed=args.seed,
+        normalize_subspaces=args.normalize_subspaces,
+    )
     model = SPQModel(cfg, args.backbone)
     run = os.path.join(args.out, f"spq{bits}")
     # Periodic evaluation on 2,000 of the test queries (the final score below uses all 10,000).
     rows = np.random.default_rng(args.seed).choice(len(x_q), min(2000, len(x_q)), replace=False)
     eval_data = ((x_q[rows], y_q[rows]), (x_db, y_db)) if args.eval_every else None
-    history = fit(model, x_db, epochs=args.epochs, device="cpu", checkpoint_dir=run, resume=True, progress=True,
-                  eval_data=eval_data, eval_every=args.eval_every or args.epochs + 1, top_n=args.top_n)
+    history = fit(
+        model,
+        x_db,
+        epochs=args.epochs,
+        device="cpu",
+        checkpoint_dir=run,
+        resume=True,
+        progress=True,
+        eval_data=eval_data,
+        eval_every=args.eval_every or args.epochs + 1,
+        top_n=args.top_n,
+    )
     train_s = sum(h["seconds"] for h in history)
     scores = retrieval_scores(model.to("cpu"), (x_q, y_q), (x_db, y_db), args.top_n)
     curve = [{"epoch": h["epoch"], "map_2k_queries": round(h["map"], 4)} for h in history if "map" in h]
-    row = {"map": scores["map"], "p@100": scores["p@100"], "epochs": args.epochs, "backbone": args.backbone,
-           "curve": curve, "train_seconds": round(train_s, 1), "final_loss": history[-1]["loss"],
-           "config": cfg.to_dict()}
+    row = {
+        "map": scores["map"],
+        "p@100": scores["p@100"],
+        "epochs": args.epochs,
+        "backbone": args.backbone,
+        "curve": curve,
+        "train_seconds": round(train_s, 1),
+        "final_loss": history[-1]["loss"],
+        "config": cfg.to_dict(),
+    }
     if args.refine_iters:
         # Lloyd rounds on the learned codebooks over the database (= training) images' features; no labels.
         stats = model.refine_codebooks(x_db, args.refine_iters)
@@ -83,14 +108,18 @@ def print_table(out: str) -> None:
     if not rows:
         raise SystemExit(f"no result-*.json in {out}")
     print(f"Fashion-MNIST: database 60000 train, queries 10000 test, mAP@{rows[0]['top_n']}; {rows[0]['machine']}")
-    print("| bits | classic PQ, raw pixels | SPQ, from scratch | SPQ + Lloyd refinement | SPQ epochs | "
-          "SPQ train time | wall time |")
+    print(
+        "| bits | classic PQ, raw pixels | SPQ, from scratch | SPQ + Lloyd refinement | SPQ epochs | "
+        "SPQ train time | wall time |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         refined = r["spq"].get("refined")
         refined = f"{refined['map']:.4f} ({refined['iters']} rounds)" if refined else "-"
-        print(f"| {r['bits']} | {r['pq']['map']:.4f} | {r['spq']['map']:.4f} | {refined} | {r['spq']['epochs']} | "
-              f"{r['spq']['train_seconds'] / 60:.1f} min | {r['wall_seconds'] / 60:.1f} min |")
+        print(
+            f"| {r['bits']} | {r['pq']['map']:.4f} | {r['spq']['map']:.4f} | {refined} | {r['spq']['epochs']} | "
+            f"{r['spq']['train_seconds'] / 60:.1f} min | {r['wall_seconds'] / 60:.1f} min |"
+        )
 
 
 def main() -> None:
@@ -103,10 +132,17 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.3, help="CQC loss temperature")
     p.add_argument("--tau-q", type=float, default=5.0, help="soft-quantization scale")
     p.add_argument("--backbone", default="cnn28", choices=("cnn28", "cnn28_deep"))
-    p.add_argument("--normalize-subspaces", action="store_true",
-                   help="SPQConfig(normalize_subspaces=True): unit-norm sub-vectors and codewords (not in the paper)")
-    p.add_argument("--refine-iters", type=int, default=10,
-                   help="also score SPQ after this many Lloyd rounds on its codebooks (0: skip)")
+    p.add_argument(
+        "--normalize-subspaces",
+        action="store_true",
+        help="SPQConfig(normalize_subspaces=True): unit-norm sub-vectors and codewords (not in the paper)",
+    )
+    p.add_argument(
+        "--refine-iters",
+        type=int,
+        default=10,
+        help="also score SPQ after this many Lloyd rounds on its codebooks (0: skip)",
+    )
     p.add_argument("--eval-every", type=int, default=0, help="mAP on 2,000 test queries every N epochs (0: never)")
     p.add_argument("--top-n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -122,16 +158,25 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     x_db, y_db = datasets.fashion_mnist("train")
     x_q, y_q = datasets.fashion_mnist("test")
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, CPU only, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads per run")
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, CPU only, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads per run"
+    )
     for bits in args.bits:
         t0 = time.perf_counter()
         pq = raw_pixel_pq(x_db, x_q, y_db, y_q, bits, args.top_n, args.seed)
         print(json.dumps({"bits": bits, "method": "pq-raw-pixels", **pq}), flush=True)
         sq = spq(x_db, x_q, y_db, y_q, bits, args)
         print(json.dumps({"bits": bits, "method": "spq", **sq}), flush=True)
-        row = {"bits": bits, "top_n": args.top_n, "machine": machine, "args": vars(args), "pq": pq, "spq": sq,
-               "wall_seconds": round(time.perf_counter() - t0)}
+        row = {
+            "bits": bits,
+            "top_n": args.top_n,
+            "machine": machine,
+            "args": vars(args),
+            "pq": pq,
+            "spq": sq,
+            "wall_seconds": round(time.perf_counter() - t0),
+        }
         with open(os.path.join(args.out, f"result-{bits}.json"), "w") as f:
             json.dump(row, f, indent=1)
     print_table(args.out)

@@ -6,6 +6,7 @@ Scores mAP@1000 of 2,000 test queries (seeded sample) against the 60k train imag
 model's features, through its own codebooks (metrics "spq", "l2", "ip"), and through k-means PQ codebooks
 (``Index.train``, same M and K) fitted to the same features, raw and L2-normalised; prints codeword usage.
 """
+
 import sys
 
 import numpy as np
@@ -48,7 +49,9 @@ def main(path: str) -> None:
     assign = unpack_codes(codes, M, model.cfg.nbits)  # (n, M) codeword indices
     for m in range(M):
         p = np.bincount(assign[:, m], minlength=K) / len(assign)
-        print(f"m={m}: {np.count_nonzero(p)} of {K} codewords used, entropy {-(p[p > 0] * np.log2(p[p > 0])).sum():.2f} bits")
+        print(
+            f"m={m}: {np.count_nonzero(p)} of {K} codewords used, entropy {-(p[p > 0] * np.log2(p[p > 0])).sum():.2f} bits"
+        )
     print("distinct codes:", len(np.unique(codes, axis=0)))
 
 

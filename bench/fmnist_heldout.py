@@ -8,6 +8,7 @@ those 50,000: mAP@1000 by exact cosine on the features, through the model's own 
 through the codebooks after 10 Lloyd rounds (``SPQModel.refine_codebooks``); with the quantization error of
 both. One JSON line per evaluation (also merged into OUT/log.jsonl); re-running with the same --out resumes.
 """
+
 import argparse
 import copy
 import json
@@ -44,8 +45,15 @@ def main() -> None:
     perm = np.random.default_rng(123).permutation(len(x))
     xd, yd = x[perm[:50000]], y[perm[:50000]]
     xq, yq = x[perm[50000:52000]], y[perm[50000:52000]]
-    cfg = SPQConfig(bits=args.bits, lr=1e-3, batch_size=64, crop_scale=(0.8, 1.0), tau=args.tau, tau_q=args.tau_q,
-                    normalize_subspaces=args.normalize_subspaces)
+    cfg = SPQConfig(
+        bits=args.bits,
+        lr=1e-3,
+        batch_size=64,
+        crop_scale=(0.8, 1.0),
+        tau=args.tau,
+        tau_q=args.tau_q,
+        normalize_subspaces=args.normalize_subspaces,
+    )
     model = SPQModel(cfg, "cnn28")
 
     def evaluate(epoch: int, model: SPQModel):
@@ -58,17 +66,28 @@ def main() -> None:
         cosine_ids = torch.topk(torch.from_numpy(unit_q @ unit_d.T), 1000, dim=1).indices.numpy()
         refined = copy.deepcopy(model)
         stats = refined.refine_codebooks(xd, iters=10)
-        row = {"map_cosine": round(map_at_n(cosine_ids, yq, yd, 1000), 4),
-               "map_codebooks": round(codes_map(model, fd, fq, yq, yd), 4),
-               "map_refined": round(codes_map(refined, fd, fq, yq, yd), 4),
-               "error_codebooks": round(stats["mse_before"], 4), "error_refined": round(stats["mse_after"], 4),
-               "feature_sq_norm": round(float((fd ** 2).sum(1).mean()), 4),
-               "heldout_seconds": round(time.perf_counter() - t)}
+        row = {
+            "map_cosine": round(map_at_n(cosine_ids, yq, yd, 1000), 4),
+            "map_codebooks": round(codes_map(model, fd, fq, yq, yd), 4),
+            "map_refined": round(codes_map(refined, fd, fq, yq, yd), 4),
+            "error_codebooks": round(stats["mse_before"], 4),
+            "error_refined": round(stats["mse_after"], 4),
+            "feature_sq_norm": round(float((fd**2).sum(1).mean()), 4),
+            "heldout_seconds": round(time.perf_counter() - t),
+        }
         print(json.dumps({"epoch": epoch, **row}), flush=True)
         return row
 
-    fit(model, xd, epochs=args.epochs, device="cpu", checkpoint_dir=args.out, resume=True, progress=False,
-        on_epoch_end=evaluate)
+    fit(
+        model,
+        xd,
+        epochs=args.epochs,
+        device="cpu",
+        checkpoint_dir=args.out,
+        resume=True,
+        progress=False,
+        on_epoch_end=evaluate,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ trained (model.pt) and with refined codebooks (model-refined.pt, when present); 
 mean per-query AP difference to PQ, its standard error over queries (paired), and the share of queries where
 SPQ's AP is higher.
 """
+
 import os
 import sys
 
@@ -44,8 +45,11 @@ def main(run: str) -> None:
             diff = ap - ap_pq
             se = diff.std(ddof=1) / np.sqrt(len(diff))
             variant = "as trained" if name == "model.pt" else f"+ {model.refine_iters} Lloyd rounds"
-            print(f"| {bits} | {ap_pq.mean():.4f} | {variant} | {ap.mean():.4f} | {diff.mean():+.4f} ± {se:.4f} | "
-                  f"{(diff > 0).mean():.1%} |", flush=True)
+            print(
+                f"| {bits} | {ap_pq.mean():.4f} | {variant} | {ap.mean():.4f} | {diff.mean():+.4f} ± {se:.4f} | "
+                f"{(diff > 0).mean():.1%} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

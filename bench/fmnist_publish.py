@@ -64,12 +64,22 @@ def main() -> None:
     scores = full_protocol_map(out)
     log = os.path.join(os.path.dirname(args.model), "log.jsonl")
     epochs = sum(1 for _ in open(log)) if os.path.exists(log) else None
-    row = {"file": out, "sha256": sha256(out), "bytes": os.path.getsize(out), "bits": bits,
-           "map@1000": round(scores["map"], 4), "p@100": round(scores["p@100"], 4), "epochs_trained": epochs,
-           "config": model.cfg.to_dict(), "backbone": model.backbone_name, "refine_iters": model.refine_iters,
-           "train_command": args.command, "publish_command": shlex.join(["python"] + sys.argv),
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-           "score_seconds": round(time.perf_counter() - t, 1)}
+    row = {
+        "file": out,
+        "sha256": sha256(out),
+        "bytes": os.path.getsize(out),
+        "bits": bits,
+        "map@1000": round(scores["map"], 4),
+        "p@100": round(scores["p@100"], 4),
+        "epochs_trained": epochs,
+        "config": model.cfg.to_dict(),
+        "backbone": model.backbone_name,
+        "refine_iters": model.refine_iters,
+        "train_command": args.command,
+        "publish_command": shlex.join(["python"] + sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "score_seconds": round(time.perf_counter() - t, 1),
+    }
     manifest = {}
     if os.path.exists(MANIFEST):
         with open(MANIFEST) as f:

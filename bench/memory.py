@@ -17,6 +17,7 @@ child process so that resident memory is not polluted by earlier steps:
     python bench/memory.py --quick            # n = 1M (seconds)
     python bench/memory.py --n 20000000       # the issue's size (about 1 GiB of files in --dir)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,13 +116,22 @@ def child_open_search(path, M, nbits):
         t0 = time.perf_counter()
         index.search(q, 10)
         warm.append(time.perf_counter() - t0)
-    return {"open_ms": open_ms, "open_heap": (anon1 - anon0) * 1024, "search_heap": (anon2 - anon1) * 1024,
-            "first_ms": 1e3 * first, "warm_ms": 1e3 * min(warm)}
+    return {
+        "open_ms": open_ms,
+        "open_heap": (anon1 - anon0) * 1024,
+        "search_heap": (anon2 - anon1) * 1024,
+        "first_ms": 1e3 * first,
+        "warm_ms": 1e3 * min(warm),
+    }
 
 
 def run_child(*args) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *map(str, args)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -141,8 +151,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20_000_000, help="vectors per configuration (default 20M)")
     ap.add_argument("--quick", action="store_true", help="n = 1M")
     ap.add_argument("--dir", default=None, help="folder for the index files (default: a temporary one)")
-    ap.add_argument("--repeats", type=int, default=5,
-                    help="fresh processes per open/search measurement; the best of each is shown (default 5)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="fresh processes per open/search measurement; the best of each is shown (default 5)",
+    )
     ap.add_argument("--no-faiss", action="store_true", help="skip the faiss columns")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -164,14 +178,19 @@ def main() -> int:
     if not args.no_faiss:
         try:
             import faiss  # noqa: F401
+
             has_faiss = True
         except ImportError:
             print("faiss not installed: its columns are skipped")
     print(f"CPU: {cpu_model()}; spqindex SIMD level: {spqindex.simd_level()}; threads: {spqindex.get_num_threads()}")
-    print(f"n = {n:,}; RSS in MiB; goal: spq build <= 1.05*n*code_size + 32 MiB and <= faiss, "
-          f"open < 50 ms, search heap < 1 MiB, first/warm <= 1.5")
-    head = (f"{'config':<12}{'code_size':>10}{'spq RSS':>9}{'limit':>8}{'IndexPQ':>9}{'FastScan':>9}"
-            f"{'open ms':>9}{'heap KiB':>9}{'first ms':>9}{'warm ms':>9}{'ratio':>7}  ok")
+    print(
+        f"n = {n:,}; RSS in MiB; goal: spq build <= 1.05*n*code_size + 32 MiB and <= faiss, "
+        f"open < 50 ms, search heap < 1 MiB, first/warm <= 1.5"
+    )
+    head = (
+        f"{'config':<12}{'code_size':>10}{'spq RSS':>9}{'limit':>8}{'IndexPQ':>9}{'FastScan':>9}"
+        f"{'open ms':>9}{'heap KiB':>9}{'first ms':>9}{'warm ms':>9}{'ratio':>7}  ok"
+    )
     print(head)
     tmp = tempfile.TemporaryDirectory(dir=args.dir)
     all_ok = True
@@ -183,18 +202,29 @@ def main() -> int:
         fs = run_child("faiss-fs", n, M, nbits) if has_faiss and nbits == 4 else None
         run_child("open", path, M, nbits)  # brings the file's pages into the page cache
         runs = [run_child("open", path, M, nbits) for _ in range(args.repeats)]
-        op = {"open_ms": min(r["open_ms"] for r in runs), "search_heap": max(r["search_heap"] for r in runs),
-              "first_ms": min(r["first_ms"] for r in runs), "warm_ms": min(r["warm_ms"] for r in runs)}
+        op = {
+            "open_ms": min(r["open_ms"] for r in runs),
+            "search_heap": max(r["search_heap"] for r in runs),
+            "first_ms": min(r["first_ms"] for r in runs),
+            "warm_ms": min(r["warm_ms"] for r in runs),
+        }
         limit = 1.05 * n * cs + 32 * MiB
         faiss_min = min([r["rss"] for r in (pq, fs) if r] or [float("inf")])
         ratio = op["first_ms"] / op["warm_ms"]
-        ok = (spq["rss"] <= limit and spq["rss"] <= faiss_min + 1 * MiB and op["open_ms"] < 50
-              and op["search_heap"] < MiB and ratio <= 1.5)
+        ok = (
+            spq["rss"] <= limit
+            and spq["rss"] <= faiss_min + 1 * MiB
+            and op["open_ms"] < 50
+            and op["search_heap"] < MiB
+            and ratio <= 1.5
+        )
         all_ok &= ok
         col = lambda r: f"{r['rss'] / MiB:>9.1f}" if r else f"{'n/a':>9}"  # noqa: E731
-        print(f"{f'M={M} {nbits}-bit':<12}{cs:>10}{spq['rss'] / MiB:>9.1f}{limit / MiB:>8.0f}{col(pq)}{col(fs)}"
-              f"{op['open_ms']:>9.2f}{op['search_heap'] / 1024:>9.0f}{op['first_ms']:>9.2f}{op['warm_ms']:>9.2f}"
-              f"{ratio:>7.2f}  {'yes' if ok else 'NO'}")
+        print(
+            f"{f'M={M} {nbits}-bit':<12}{cs:>10}{spq['rss'] / MiB:>9.1f}{limit / MiB:>8.0f}{col(pq)}{col(fs)}"
+            f"{op['open_ms']:>9.2f}{op['search_heap'] / 1024:>9.0f}{op['first_ms']:>9.2f}{op['warm_ms']:>9.2f}"
+            f"{ratio:>7.2f}  {'yes' if ok else 'NO'}"
+        )
         os.unlink(path)
     tmp.cleanup()
     print("all goals met" if all_ok else "some goals NOT met (see the ok column)")

@@ -6,6 +6,7 @@ d=128, M=16, k=10, nbits 4 (vs IndexPQFastScan) and 8 (vs IndexPQ), the same k-m
 libraries, on a 64-vector index (almost pure per-call cost: validation, binding, LUT build and
 quantization, top-k) and on a 20,000-vector one. Best of 7 runs of 2,000 calls, after 200 warm-up calls.
 """
+
 import time
 
 import faiss
@@ -31,8 +32,10 @@ def main() -> None:
     d, M = 128, 16
     xb = rng.standard_normal((20000, d)).astype(np.float32)
     q = rng.standard_normal((1, d)).astype(np.float32)
-    print(f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} threads={spqindex.get_num_threads()} "
-          f"vs faiss {faiss.__version__}; d={d} M={M} k=10 nq=1; microseconds per call")
+    print(
+        f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} threads={spqindex.get_num_threads()} "
+        f"vs faiss {faiss.__version__}; d={d} M={M} k=10 nq=1; microseconds per call"
+    )
     print("| nbits | n | spqindex Index.search | native call only | faiss | spqindex / faiss |")
     print("|---:|---:|---:|---:|---:|---:|")
     for nbits in (4, 8):

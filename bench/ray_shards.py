@@ -7,6 +7,7 @@ Ray's fixed cost per search call, the driver's merge cost, and each shard's scan
 Codes are random bytes (the scan cost does not depend on their values). Every sharded result is
 checked against the local Index (ids and distances). The numbers feed the model of docs/scale.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,22 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--shards", default="1,2,4")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of the local Index "
-                    "(default: all cores); each of S shards gets max(1, threads // S) and num_cpus threads/S")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="threads of the local Index "
+        "(default: all cores); each of S shards gets max(1, threads // S) and num_cpus threads/S",
+    )
     ap.add_argument("--address", default=None, help="Ray cluster to join (default: a local instance)")
     ap.add_argument("--dir", default=None, help="folder for the shard files (default: a temporary one)")
     ap.add_argument("--node-cores", type=int, default=16, help="model: cores per node (an assumption)")
-    ap.add_argument("--node-gbs", type=float, default=100.0,
-                    help="model: memory bandwidth per node in GB/s, caps the scan rate (an assumption)")
+    ap.add_argument(
+        "--node-gbs",
+        type=float,
+        default=100.0,
+        help="model: memory bandwidth per node in GB/s, caps the scan rate (an assumption)",
+    )
     args = ap.parse_args()
 
     import ray
@@ -90,10 +100,14 @@ def main() -> int:
         ray.init(address="local", num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=args.address, log_to_driver=False)
-    print(f"# CPU: {cpu_model()}; simd={spqindex.simd_level()}; cores={os.cpu_count()}; ray {ray.__version__}; "
-          f"spqindex {spqindex.__version__}")
-    print(f"# n={args.n} M={args.M} nbits={args.nbits} ({code_size} B/code) k={args.k} nq={args.nq} "
-          f"threads={args.threads}; times are min of {args.repeats}, latency = median over {args.nlat} queries")
+    print(
+        f"# CPU: {cpu_model()}; simd={spqindex.simd_level()}; cores={os.cpu_count()}; ray {ray.__version__}; "
+        f"spqindex {spqindex.__version__}"
+    )
+    print(
+        f"# n={args.n} M={args.M} nbits={args.nbits} ({code_size} B/code) k={args.k} nq={args.nq} "
+        f"threads={args.threads}; times are min of {args.repeats}, latency = median over {args.nlat} queries"
+    )
 
     ref = index.search(q, args.k)
     t_batch = timed(lambda: index.search(q, args.k), args.repeats)
@@ -104,32 +118,41 @@ def main() -> int:
     t_batch_1t = timed(lambda: index.search(q, args.k), 1)
     spqindex.set_num_threads(one_thread)
     rows = [("local Index", args.threads, t_batch, t_one, "")]
-    print(f"# scan rate, one thread, one query: {args.n / t_one_1t / 1e6:.0f} M codes/s "
-          f"({t_one_1t * 1e3:.2f} ms for {args.n} codes)")
+    print(
+        f"# scan rate, one thread, one query: {args.n / t_one_1t / 1e6:.0f} M codes/s "
+        f"({t_one_1t * 1e3:.2f} ms for {args.n} codes)"
+    )
 
     # Ray's fixed cost: a 1000-code index per shard; the search time is then all overhead.
     tiny = spqindex.Index(cb, metric="l2")
     tiny.add_codes(rng.integers(0, 256, (1000, code_size), dtype=np.uint8))
     overhead = {}
     for S in [int(v) for v in args.shards.split(",")]:
-        with tempfile.TemporaryDirectory(dir=args.dir) as d, \
-                ShardedIndex.from_index(tiny, os.path.join(d, "x"), num_shards=S, num_cpus=args.threads / S / 2,
-                                        threads=1, placement=None) as sx:
-            overhead[S] = latency(lambda x: sx.search(x, args.k), ql, args.repeats) - \
-                latency(lambda x: tiny.search(x, args.k), ql, args.repeats)
+        with (
+            tempfile.TemporaryDirectory(dir=args.dir) as d,
+            ShardedIndex.from_index(
+                tiny, os.path.join(d, "x"), num_shards=S, num_cpus=args.threads / S / 2, threads=1, placement=None
+            ) as sx,
+        ):
+            overhead[S] = latency(lambda x: sx.search(x, args.k), ql, args.repeats) - latency(
+                lambda x: tiny.search(x, args.k), ql, args.repeats
+            )
     parts = [np.sort(rng.random((args.nq, args.k)).astype(np.float32), axis=1) for _ in range(4)]
     ids = [rng.integers(0, args.n, (args.nq, args.k)) for _ in range(4)]
     t_merge = timed(lambda: merge_topk(parts, ids, args.k, "l2"), args.repeats)
     print(f"# merge of 4 shard lists on the driver: {t_merge * 1e6 / args.nq:.2f} us per query (nq={args.nq})")
-    print("# Ray fixed cost per search call (single query, 1000 codes per shard, minus the local search): "
-          + ", ".join(f"{S} shards {overhead[S] * 1e3:.2f} ms" for S in overhead))
+    print(
+        "# Ray fixed cost per search call (single query, 1000 codes per shard, minus the local search): "
+        + ", ".join(f"{S} shards {overhead[S] * 1e3:.2f} ms" for S in overhead)
+    )
 
     for S in [int(v) for v in args.shards.split(",")]:
         threads = max(1, args.threads // S)
         with tempfile.TemporaryDirectory(dir=args.dir) as d:
             t0 = time.perf_counter()
-            sx = ShardedIndex.from_index(index, os.path.join(d, "x"), num_shards=S, num_cpus=args.threads / S,
-                                         threads=threads, placement="pack")
+            sx = ShardedIndex.from_index(
+                index, os.path.join(d, "x"), num_shards=S, num_cpus=args.threads / S, threads=threads, placement="pack"
+            )
             t_build = time.perf_counter() - t0
             try:
                 D, I = sx.search(q, args.k)
@@ -138,16 +161,23 @@ def main() -> int:
                 t1 = latency(lambda x, sx=sx: sx.search(x, args.k), ql, args.repeats)
             finally:
                 sx.close()
-            rows.append((f"ShardedIndex S={S}", f"{S}x{threads}", tb, t1,
-                         f"ids/dists equal: {ok}; from_index {t_build:.1f} s"))
+            rows.append(
+                (f"ShardedIndex S={S}", f"{S}x{threads}", tb, t1, f"ids/dists equal: {ok}; from_index {t_build:.1f} s")
+            )
 
     print("| engine | threads | batch QPS | single-query ms | notes |")
     print("|---|---|---|---|---|")
     for name, th, tb, t1, note in rows:
         print(f"| {name} | {th} | {args.nq / tb:.0f} | {t1 * 1e3:.2f} | {note} |")
     ray.shutdown()
-    print_model(args, code_size, r1=args.n / t_one_1t, rb=args.n * args.nq / t_batch_1t, overhead=overhead,
-                merge_per_query=t_merge / args.nq)
+    print_model(
+        args,
+        code_size,
+        r1=args.n / t_one_1t,
+        rb=args.n * args.nq / t_batch_1t,
+        overhead=overhead,
+        merge_per_query=t_merge / args.nq,
+    )
     return 0 if all("False" not in r[4] for r in rows) else 1
 
 
@@ -169,11 +199,15 @@ def print_model(args, code_size: int, r1: float, rb: float, overhead: dict, merg
     cap = args.node_gbs * 1e9 / code_size
     node_r1 = min(args.node_cores * r1, cap)
     node_rb = min(args.node_cores * rb, cap * args.nq)  # a batch reads each code once per block of queries
-    print(f"\n# model inputs (measured here): one thread scans {r1 / 1e9:.2f} G codes/s for one query, "
-          f"{rb / 1e9:.2f} G code-queries/s in a batch of {args.nq}; Ray call {a * 1e3:.2f} ms + "
-          f"{b * 1e3:.2f} ms per shard; merge {merge_per_query * 1e6:.2f} us per query")
-    print(f"# assumptions: {args.node_cores} cores per node, {args.node_gbs:.0f} GB/s per node "
-          f"(caps one query's scan at {cap / 1e9:.1f} G codes/s); one shard per node")
+    print(
+        f"\n# model inputs (measured here): one thread scans {r1 / 1e9:.2f} G codes/s for one query, "
+        f"{rb / 1e9:.2f} G code-queries/s in a batch of {args.nq}; Ray call {a * 1e3:.2f} ms + "
+        f"{b * 1e3:.2f} ms per shard; merge {merge_per_query * 1e6:.2f} us per query"
+    )
+    print(
+        f"# assumptions: {args.node_cores} cores per node, {args.node_gbs:.0f} GB/s per node "
+        f"(caps one query's scan at {cap / 1e9:.1f} G codes/s); one shard per node"
+    )
     print("| vectors | nodes | memory per node GB | single-query ms | batch QPS |")
     print("|---|---|---|---|---|")
     for n in (100_000_000, 1_000_000_000):

@@ -3,6 +3,7 @@
     pytest bench/test_bench_index.py --benchmark-only
 Sizes stay small (100k codes) so a run takes seconds; bench/compare_faiss.py has the 1M table.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@
 
     python examples/image_folder_search.py --images 2000 --queries 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,32 @@ def main() -> int:
         model = os.path.join(a.out, "tiny-spq", "model.pt")
         if not os.path.isfile(model):
             t0 = time.perf_counter()
-            print(cli("train", "--data", "fashion-mnist", "--out", os.path.dirname(model), "--bits", "32",
-                      "--epochs", str(a.epochs), "--train-size", str(a.train_size), "--eval-every", "0",
-                      "--batch-size", "64", "--lr", "1e-3", "--tau", "0.3", "--crop-scale", "0.8", "--quiet"))
+            print(
+                cli(
+                    "train",
+                    "--data",
+                    "fashion-mnist",
+                    "--out",
+                    os.path.dirname(model),
+                    "--bits",
+                    "32",
+                    "--epochs",
+                    str(a.epochs),
+                    "--train-size",
+                    str(a.train_size),
+                    "--eval-every",
+                    "0",
+                    "--batch-size",
+                    "64",
+                    "--lr",
+                    "1e-3",
+                    "--tau",
+                    "0.3",
+                    "--crop-scale",
+                    "0.8",
+                    "--quiet",
+                )
+            )
             print(f"(trained in {time.perf_counter() - t0:.0f} s)")
 
     folder = os.path.join(a.out, "fmnist-test-png")
@@ -68,10 +92,10 @@ def main() -> int:
     print(cli("index", "--checkpoint", model, "--images", folder, "--out", index))
     queries = [os.path.join(folder, n) for n in names[:: max(1, len(names) // a.queries)][: a.queries]]
     grid = os.path.join(a.out, "grid.png")
-    print(cli("search", "--checkpoint", model, "--index", index, "--image", *queries[:6], "-k", str(a.k),
-              "--grid", grid))
-    lines = cli("search", "--checkpoint", model, "--index", index, "--image", *queries,
-                "-k", str(a.k + 1)).splitlines()
+    print(
+        cli("search", "--checkpoint", model, "--index", index, "--image", *queries[:6], "-k", str(a.k), "--grid", grid)
+    )
+    lines = cli("search", "--checkpoint", model, "--index", index, "--image", *queries, "-k", str(a.k + 1)).splitlines()
 
     hits = []
     for q, line in zip(queries, lines):
@@ -79,8 +103,10 @@ def main() -> int:
         found = [f for f in found if f != os.path.basename(q)][: a.k]  # the query itself is in the folder
         qcls = os.path.basename(q).split("-", 1)[1]
         hits.append(np.mean([f.split("-", 1)[1] == qcls for f in found]))
-    print(f"# precision@{a.k} of the class in the file names: {np.mean(hits):.4f} "
-          f"({len(queries)} queries, {len(names)} images, model {model})")
+    print(
+        f"# precision@{a.k} of the class in the file names: {np.mean(hits):.4f} "
+        f"({len(queries)} queries, {len(names)} images, model {model})"
+    )
     return 0
 
 

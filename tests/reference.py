@@ -4,6 +4,7 @@ for clarity, not speed.
 Float32 sums are accumulated in the same order as the contract (over d inside a sub-space,
 then over m), so results must match the native core bit for bit.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,7 @@ def subspace_l2(x: np.ndarray, C: np.ndarray) -> np.ndarray:
     """x (n, dsub), C (K, dsub) -> (n, K) float32, Σ_d (x_d − c_d)² summed over d in order."""
     out = np.zeros((x.shape[0], C.shape[0]), dtype=np.float32)
     for d in range(x.shape[1]):
-        diff = x[:, d:d + 1] - C[None, :, d]
+        diff = x[:, d : d + 1] - C[None, :, d]
         out += diff * diff
     return out
 
@@ -21,7 +22,7 @@ def subspace_l2(x: np.ndarray, C: np.ndarray) -> np.ndarray:
 def subspace_ip(x: np.ndarray, C: np.ndarray) -> np.ndarray:
     out = np.zeros((x.shape[0], C.shape[0]), dtype=np.float32)
     for d in range(x.shape[1]):
-        out += x[:, d:d + 1] * C[None, :, d]
+        out += x[:, d : d + 1] * C[None, :, d]
     return out
 
 
@@ -29,8 +30,9 @@ def encode(codebooks: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(n, M) int64 nearest codeword per sub-space; argmin returns the first (smallest) index."""
     M, K, dsub = codebooks.shape
     x = np.asarray(x, dtype=np.float32)
-    return np.stack([subspace_l2(x[:, m * dsub:(m + 1) * dsub], codebooks[m]).argmin(1)
-                     for m in range(M)], axis=1).astype(np.int64)
+    return np.stack(
+        [subspace_l2(x[:, m * dsub : (m + 1) * dsub], codebooks[m]).argmin(1) for m in range(M)], axis=1
+    ).astype(np.int64)
 
 
 def pack(assign: np.ndarray, nbits: int) -> np.ndarray:
@@ -62,7 +64,7 @@ def lut(codebooks: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
     q = np.asarray(q, dtype=np.float32)
     tabs = []
     for m in range(M):
-        qm = q[:, m * dsub:(m + 1) * dsub]
+        qm = q[:, m * dsub : (m + 1) * dsub]
         if metric == "ip":
             t = subspace_ip(qm, codebooks[m])
         else:
@@ -95,6 +97,6 @@ def search(codebooks, q, assign, ids, k: int, metric: str):
     I = np.full((nq, k), -1, dtype=np.int64)
     for i in range(nq):
         order = np.lexsort((ids, key[i]))[:k]
-        D[i, :len(order)] = S[i, order]
-        I[i, :len(order)] = ids[order]
+        D[i, : len(order)] = S[i, order]
+        I[i, : len(order)] = ids[order]
     return D, I

@@ -24,9 +24,38 @@ def npz(tmp_path):
 
 def test_train_eval_index_search_end_to_end(tmp_path, npz, capsys):
     run = str(tmp_path / "run")
-    assert main(["train", "--data", npz, "--out", run, "--epochs", "2", "--batch-size", "16", "--bits", "16",
-                 "--eval-every", "1", "--top-n", "10", "--quiet", "--threads", "2", "--backbone", "cnn28_deep",
-                 "--tau", "0.3", "--tau-q", "20", "--normalize-subspaces"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                npz,
+                "--out",
+                run,
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--bits",
+                "16",
+                "--eval-every",
+                "1",
+                "--top-n",
+                "10",
+                "--quiet",
+                "--threads",
+                "2",
+                "--backbone",
+                "cnn28_deep",
+                "--tau",
+                "0.3",
+                "--tau-q",
+                "20",
+                "--normalize-subspaces",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "trained 2 epochs" in out and "mAP@10" in out
     assert {"model.pt", "checkpoint.pt", "log.jsonl"} <= set(os.listdir(run))
@@ -49,7 +78,20 @@ def test_train_eval_index_search_end_to_end(tmp_path, npz, capsys):
 
 def test_resume_via_cli(tmp_path, npz, capsys):
     run = str(tmp_path / "run")
-    common = ["train", "--data", npz, "--out", run, "--batch-size", "16", "--bits", "16", "--eval-every", "0", "--quiet"]
+    common = [
+        "train",
+        "--data",
+        npz,
+        "--out",
+        run,
+        "--batch-size",
+        "16",
+        "--bits",
+        "16",
+        "--eval-every",
+        "0",
+        "--quiet",
+    ]
     assert main(common + ["--epochs", "1"]) == 0
     assert main(common + ["--epochs", "2", "--resume"]) == 0
     assert "trained 2 epochs" in capsys.readouterr().out
@@ -84,24 +126,35 @@ def test_demo_quick_on_fake_fashion_mnist(tmp_path, capsys):
     assert (out / "training_curve.png").stat().st_size > 1000
     assert str(out.resolve()) in text
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["SPQ, untrained network", "SPQ (this run)", "SPQ + 10 Lloyd rounds",
-                                            "classic PQ on raw pixels"]
+    assert [r["method"] for r in rows] == [
+        "SPQ, untrained network",
+        "SPQ (this run)",
+        "SPQ + 10 Lloyd rounds",
+        "classic PQ on raw pixels",
+    ]
 
 
-@pytest.mark.parametrize("argv,code,needle", [
-    (["train", "--bits", "x"], 2, "expected a positive integer, got 'x'"),
-    (["train", "--epochs", "0"], 2, "expected a positive integer"),
-    (["train", "--crop-scale", "2"], 2, "(0, 1]"),
-    (["train", "--tau", "0"], 2, "expected a positive number, got '0'"),
-    (["train", "--tau-q", "nan"], 2, "expected a positive number, got 'nan'"),
-    (["train", "--lr", "-1"], 2, "expected a positive number"),
-    (["train", "--refine-iters", "-1"], 2, "--refine-iters"),
-    (["eval"], 2, "--checkpoint"),
-    (["frobnicate"], 2, "invalid choice"),
-    (["eval", "--checkpoint", "/nonexistent/run"], 1, "no model file"),
-    (["train", "--data", "/nonexistent.npz", "--epochs", "1"], 1, "unknown dataset"),
-    (["train", "--data", "fashion-mnist", "--data-root", "/nonexistent"], 1, "apt-get install dataset-fashion-mnist"),
-])
+@pytest.mark.parametrize(
+    "argv,code,needle",
+    [
+        (["train", "--bits", "x"], 2, "expected a positive integer, got 'x'"),
+        (["train", "--epochs", "0"], 2, "expected a positive integer"),
+        (["train", "--crop-scale", "2"], 2, "(0, 1]"),
+        (["train", "--tau", "0"], 2, "expected a positive number, got '0'"),
+        (["train", "--tau-q", "nan"], 2, "expected a positive number, got 'nan'"),
+        (["train", "--lr", "-1"], 2, "expected a positive number"),
+        (["train", "--refine-iters", "-1"], 2, "--refine-iters"),
+        (["eval"], 2, "--checkpoint"),
+        (["frobnicate"], 2, "invalid choice"),
+        (["eval", "--checkpoint", "/nonexistent/run"], 1, "no model file"),
+        (["train", "--data", "/nonexistent.npz", "--epochs", "1"], 1, "unknown dataset"),
+        (
+            ["train", "--data", "fashion-mnist", "--data-root", "/nonexistent"],
+            1,
+            "apt-get install dataset-fashion-mnist",
+        ),
+    ],
+)
 def test_bad_arguments_give_one_line_errors(argv, code, needle, capsys):
     with pytest.raises(SystemExit) if code == 2 else _noop():
         rc = main(argv)

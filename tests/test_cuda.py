@@ -1,6 +1,7 @@
 """The CUDA path against the CPU index: every GPU result must be identical (ids and the float32
 bits of the distances). Runs only where a CUDA device is usable; elsewhere the tests are skipped
 with the reason "no CUDA device" (only the no-device behaviour is checked)."""
+
 from __future__ import annotations
 
 import gzip
@@ -48,6 +49,7 @@ def assert_same(cpu, gpu):
 
 # --- without a device -----------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(HAVE_CUDA, reason="checks the behaviour without a CUDA device")
 def test_to_gpu_without_device_raises_clearly():
     index = make_index(np.random.default_rng(0), 4, 4, 2, 10, "l2")
@@ -66,8 +68,9 @@ class _FakeCudaArray:
     """Only the __cuda_array_interface__ dict: checks the parsing, never dereferenced."""
 
     def __init__(self, shape, typestr="<f4", strides=None, stream=None):
-        self.__cuda_array_interface__ = dict(shape=shape, typestr=typestr, strides=strides,
-                                             data=(123456, False), version=3, stream=stream)
+        self.__cuda_array_interface__ = dict(
+            shape=shape, typestr=typestr, strides=strides, data=(123456, False), version=3, stream=stream
+        )
 
 
 def test_cuda_array_interface_parsing():
@@ -88,11 +91,26 @@ def test_cuda_array_interface_parsing():
 
 # --- exactness against the CPU ------------------------------------------------------------------
 
+
 @needs_cuda
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("M,nbits,dsub", [(8, 4, 16), (16, 8, 8), (3, 4, 5), (5, 8, 3), (7, 4, 1),
-                                          (16, 4, 2), (4, 2, 4), (6, 3, 2), (9, 5, 3), (2, 1, 7),
-                                          (33, 8, 1), (64, 4, 2)])
+@pytest.mark.parametrize(
+    "M,nbits,dsub",
+    [
+        (8, 4, 16),
+        (16, 8, 8),
+        (3, 4, 5),
+        (5, 8, 3),
+        (7, 4, 1),
+        (16, 4, 2),
+        (4, 2, 4),
+        (6, 3, 2),
+        (9, 5, 3),
+        (2, 1, 7),
+        (33, 8, 1),
+        (64, 4, 2),
+    ],
+)
 def test_search_matches_cpu(metric, M, nbits, dsub):
     rng = np.random.default_rng(M * 100 + nbits)
     index = make_index(rng, M, nbits, dsub, 5003, metric)
@@ -116,8 +134,7 @@ def test_odd_sizes_and_padding(metric, n):
 
 @needs_cuda
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("nq,k", [(1, 1), (1, 10), (1, 1000), (1, 1024), (3, 1024), (64, 10),
-                                  (257, 100), (1000, 10)])
+@pytest.mark.parametrize("nq,k", [(1, 1), (1, 10), (1, 1000), (1, 1024), (3, 1024), (64, 10), (257, 100), (1000, 10)])
 def test_large_database_many_chunks(metric, nq, k):
     # nq=1 splits the database over many blocks: exercises the merge passes.
     rng = np.random.default_rng(nq + k)
@@ -140,6 +157,7 @@ def test_million_codes_k_2048(nbits):
 
 
 # --- ties: order by (distance, id) ---------------------------------------------------------------
+
 
 @needs_cuda
 @pytest.mark.parametrize("metric", METRICS)
@@ -179,13 +197,13 @@ def test_duplicate_codewords_encode_ties_to_smaller_index():
     cb = rng.standard_normal((4, 16, 3)).astype(np.float32)
     cb[:, 9] = cb[:, 2]  # equal distances: both must pick 2
     index = spqindex.Index(cb, metric="l2")
-    x = np.concatenate([rng.standard_normal((500, 12)).astype(np.float32),
-                        cb[:, 2].reshape(1, 12).repeat(3, 0)])
+    x = np.concatenate([rng.standard_normal((500, 12)).astype(np.float32), cb[:, 2].reshape(1, 12).repeat(3, 0)])
     gpu = index.to_gpu()
     np.testing.assert_array_equal(gpu.encode(x), index.encode(x))
 
 
 # --- encode ---------------------------------------------------------------------------------------
+
 
 @needs_cuda
 @pytest.mark.parametrize("M,nbits,dsub", [(8, 4, 16), (16, 8, 8), (3, 3, 5), (5, 7, 2), (1, 1, 9)])
@@ -199,6 +217,7 @@ def test_encode_matches_cpu(M, nbits, dsub):
 
 
 # --- ids, removals, files -------------------------------------------------------------------------
+
 
 @needs_cuda
 def test_removed_and_explicit_ids(tmp_path):
@@ -223,6 +242,7 @@ def test_snapshot_does_not_follow_cpu_changes():
 
 
 # --- queries from torch CUDA tensors --------------------------------------------------------------
+
 
 @needs_cuda
 @pytest.mark.parametrize("metric", METRICS)
@@ -304,6 +324,7 @@ def test_concurrent_searches():
 
 
 # --- real data ------------------------------------------------------------------------------------
+
 
 def _fashion_mnist_pixels(limit):
     root = os.environ.get("SPQINDEX_DATA", "/usr/share/datasets/fashion-mnist")

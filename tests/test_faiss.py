@@ -1,4 +1,5 @@
 """Cross-checks with FAISS: the same codebooks give the same codes and the same top-k ids."""
+
 import numpy as np
 import pytest
 

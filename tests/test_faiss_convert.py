@@ -1,4 +1,5 @@
 """spqindex.from_faiss / Index.to_faiss: codebooks, codes, ids and metric move both ways unchanged."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,7 @@ METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
 
 def data(d, n=2000, nq=25, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, d)).astype(np.float32),
-            rng.standard_normal((nq, d)).astype(np.float32))
+    return (rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((nq, d)).astype(np.float32))
 
 
 def faiss_pq(x, M, nbits, metric):
@@ -74,7 +74,7 @@ def test_from_fastscan_reads_the_packed_blocks(metric, M):
     ours = spqindex.from_faiss(fs)
     assert len(ours) == fs.ntotal == len(x) + 40
     np.testing.assert_array_equal(ours.codes[: len(x)], faiss_codes(fi))
-    np.testing.assert_array_equal(ours.codes[len(x):], fi.pq.compute_codes(x[:40]))
+    np.testing.assert_array_equal(ours.codes[len(x) :], fi.pq.compute_codes(x[:40]))
     # fast-scan search is approximate (quantized LUTs); the exact reference is IndexPQ on the same codes
     ref = faiss.IndexPQ(fi.d, M, 4, METRICS[metric])
     ref.pq = fi.pq

@@ -1,4 +1,5 @@
 """`spqindex index --images DIR` and `spqindex search --image FILE --grid PNG` on a plain image folder."""
+
 import json
 import os
 
@@ -60,8 +61,10 @@ def test_index_and_search_an_image_folder(tmp_path, folder, model_path, capsys):
 
     queries = [str(folder / "im05.png"), str(folder / "sub" / "im09.png")]
     grid = str(tmp_path / "grid.png")
-    assert main(["search", "--checkpoint", model_path, "--index", out, "--image", *queries, "-k", "4",
-                 "--grid", grid]) == 0
+    assert (
+        main(["search", "--checkpoint", model_path, "--index", out, "--image", *queries, "-k", "4", "--grid", grid])
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     # the printed names are the index's own top-4 ids mapped through the sidecar
     from spqindex.commands import _read_images, load_model
@@ -84,6 +87,20 @@ def test_grid_needs_an_image_folder_index(tmp_path, model_path, capsys):
     assert main(["index", "--checkpoint", model_path, "--data", str(npz), "--out", out]) == 0
     img = tmp_path / "q.png"
     Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(img)
-    assert main(["search", "--checkpoint", model_path, "--index", out, "--image", str(img), "--grid",
-                 str(tmp_path / "g.png")]) == 1
+    assert (
+        main(
+            [
+                "search",
+                "--checkpoint",
+                model_path,
+                "--index",
+                out,
+                "--image",
+                str(img),
+                "--grid",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 1
+    )
     assert "--grid: needs --image queries and an index made with 'spqindex index --images'" in capsys.readouterr().err

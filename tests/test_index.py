@@ -1,4 +1,5 @@
 """The Index API against the numpy reference (tests/reference.py)."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,8 +38,13 @@ def test_search_matches_reference(M, nbits, dsub, n, nq, k, metric, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(M=st.integers(1, 20), nbits=st.integers(1, 8), dsub=st.integers(1, 7),
-       n=st.integers(0, 60), seed=st.integers(0, 2**31))
+@given(
+    M=st.integers(1, 20),
+    nbits=st.integers(1, 8),
+    dsub=st.integers(1, 7),
+    n=st.integers(0, 60),
+    seed=st.integers(0, 2**31),
+)
 def test_encode_pack_decode(M, nbits, dsub, n, seed):
     rng = np.random.default_rng(seed)
     cb = random_codebooks(rng, M, nbits, dsub)
@@ -155,20 +161,23 @@ def test_torch_tensors_accepted(rng):
     assert I.shape == (4, 1)
 
 
-@pytest.mark.parametrize("bad, exc, arg", [
-    (lambda i, x: i.add(x[:, :5]), ValueError, "x"),
-    (lambda i, x: i.add(x.astype(np.int32)), TypeError, "x"),
-    (lambda i, x: i.add(np.where(np.arange(12) == 3, np.nan, x)), ValueError, "x"),
-    (lambda i, x: i.add(x[:3], ids=[1, 2, 3]), ValueError, "ids"),  # this index assigns ids itself
-    (lambda i, x: i.search(x, 0), ValueError, "k"),
-    (lambda i, x: i.search(np.where(np.arange(12) == 3, np.nan, x), 2), ValueError, "q"),  # checked in C++
-    (lambda i, x: i.search(np.where(np.arange(12) == 5, -np.inf, x), 2), ValueError, "q"),
-    (lambda i, x: i.search(x.astype(np.float64) * 1e300, 2), ValueError, "q"),  # overflows float32
-    (lambda i, x: i.search(x, 2.5), TypeError, "k"),
-    (lambda i, x: i.search(x, -3), ValueError, "k"),
-    (lambda i, x: i.add(x[:2], ids=[5]), ValueError, "ids"),
-    (lambda i, x: i.remove([1.5]), TypeError, "ids"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, arg",
+    [
+        (lambda i, x: i.add(x[:, :5]), ValueError, "x"),
+        (lambda i, x: i.add(x.astype(np.int32)), TypeError, "x"),
+        (lambda i, x: i.add(np.where(np.arange(12) == 3, np.nan, x)), ValueError, "x"),
+        (lambda i, x: i.add(x[:3], ids=[1, 2, 3]), ValueError, "ids"),  # this index assigns ids itself
+        (lambda i, x: i.search(x, 0), ValueError, "k"),
+        (lambda i, x: i.search(np.where(np.arange(12) == 3, np.nan, x), 2), ValueError, "q"),  # checked in C++
+        (lambda i, x: i.search(np.where(np.arange(12) == 5, -np.inf, x), 2), ValueError, "q"),
+        (lambda i, x: i.search(x.astype(np.float64) * 1e300, 2), ValueError, "q"),  # overflows float32
+        (lambda i, x: i.search(x, 2.5), TypeError, "k"),
+        (lambda i, x: i.search(x, -3), ValueError, "k"),
+        (lambda i, x: i.add(x[:2], ids=[5]), ValueError, "ids"),
+        (lambda i, x: i.remove([1.5]), TypeError, "ids"),
+    ],
+)
 def test_bad_input_leaves_index_unchanged(small_index, bad, exc, arg):
     index, x = small_index
     before = index.codes.copy(), index.ids.copy()
@@ -246,8 +255,9 @@ def test_search_works_in_forked_child(rng):
     expected = index.search(x[:40], 5)[1]  # uses the pool in the parent first
     pid = os.fork()
     if pid == 0:  # child: exit code tells the parent whether results matched
-        ok = np.array_equal(index.search(x[:40], 5)[1], expected) and \
-            np.array_equal(index.search(x[:1], 5)[1], expected[:1])
+        ok = np.array_equal(index.search(x[:40], 5)[1], expected) and np.array_equal(
+            index.search(x[:1], 5)[1], expected[:1]
+        )
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

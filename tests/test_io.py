@@ -1,4 +1,5 @@
 """Save/load: round trips, mmap, atomicity, and corrupted files."""
+
 import os
 
 import numpy as np
@@ -55,8 +56,7 @@ def test_mmap_is_read_only(rng, tmp_path):
     index, x = build(rng)
     index.save(tmp_path / "m.spq")
     loaded = spqindex.Index.load(tmp_path / "m.spq", mmap=True)
-    for mutate in (lambda: loaded.add(x[:1]), lambda: loaded.remove([0]),
-                   lambda: loaded.add_codes(loaded.codes[:1])):
+    for mutate in (lambda: loaded.add(x[:1]), lambda: loaded.remove([0]), lambda: loaded.add_codes(loaded.codes[:1])):
         with pytest.raises(RuntimeError, match="read-only"):
             mutate()
     assert len(loaded) == len(index)
@@ -69,7 +69,7 @@ def test_codes_are_64_byte_aligned(rng, tmp_path):
     codebytes = index.codes.tobytes()
     off = 64 + 5 * 8 * 3 * 4  # v2: nbits 3 is stored as FAISS rows in blocks of 64
     off = (off + 63) // 64 * 64
-    assert data[off:off + len(codebytes)] == codebytes
+    assert data[off : off + len(codebytes)] == codebytes
 
 
 def test_checksum_is_xxh64(rng, tmp_path):

@@ -55,7 +55,9 @@ def test_precision_and_pr_curve():
     assert p[1] == pytest.approx(rel[:, :10].mean())
     np.testing.assert_allclose(r[-1], 1.0)  # full rankings reach recall 1
     assert np.all(np.diff(r) >= 0)
-    p2, r2 = precision_recall_curve(ids, np.eye(3, dtype=np.uint8)[ql], np.eye(3, dtype=np.uint8)[dl], cutoffs=[1, 10, 90])
+    p2, r2 = precision_recall_curve(
+        ids, np.eye(3, dtype=np.uint8)[ql], np.eye(3, dtype=np.uint8)[dl], cutoffs=[1, 10, 90]
+    )
     np.testing.assert_allclose(p, p2)
     np.testing.assert_allclose(r, r2)
 

@@ -1,4 +1,5 @@
 """spqindex.pq.refine_codebooks: Lloyd rounds from given codebooks, against a naive numpy reference."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ def naive_lloyd(x, codebooks, iters):
         assign = ref.encode(cb.astype(np.float32), x)
         for m in range(M):
             for k in range(K):
-                members = x[assign[:, m] == k, m * dsub:(m + 1) * dsub]
+                members = x[assign[:, m] == k, m * dsub : (m + 1) * dsub]
                 if len(members):
                     cb[m, k] = members.astype(np.float64).mean(axis=0)
     return cb.astype(np.float32)
@@ -50,14 +51,17 @@ def test_refine_lowers_error_each_round_and_keeps_empty_codewords(rng):
     np.testing.assert_array_equal(refine_codebooks(x, start, iters=5), cb)  # 5 rounds at once == 5 single rounds
 
 
-@pytest.mark.parametrize("make_args,exc,match", [
-    (lambda x, cb: (x[:, :15], cb), ValueError, "x"),
-    (lambda x, cb: (x[:0], cb), ValueError, "x"),
-    (lambda x, cb: (x, cb[0]), ValueError, "codebooks"),
-    (lambda x, cb: (x, cb[:, :12]), ValueError, "codebooks"),
-    (lambda x, cb: (x, np.where(cb > 1, np.nan, cb)), ValueError, "codebooks"),
-    (lambda x, cb: (x.astype(np.int32), cb), TypeError, "x"),
-])
+@pytest.mark.parametrize(
+    "make_args,exc,match",
+    [
+        (lambda x, cb: (x[:, :15], cb), ValueError, "x"),
+        (lambda x, cb: (x[:0], cb), ValueError, "x"),
+        (lambda x, cb: (x, cb[0]), ValueError, "codebooks"),
+        (lambda x, cb: (x, cb[:, :12]), ValueError, "codebooks"),
+        (lambda x, cb: (x, np.where(cb > 1, np.nan, cb)), ValueError, "codebooks"),
+        (lambda x, cb: (x.astype(np.int32), cb), TypeError, "x"),
+    ],
+)
 def test_refine_rejects_bad_input(rng, make_args, exc, match):
     x = rng.standard_normal((100, 16)).astype(np.float32)
     cb = rng.standard_normal((2, 16, 8)).astype(np.float32)

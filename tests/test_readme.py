@@ -1,4 +1,5 @@
 """The README's usage example must run as written."""
+
 import pathlib
 import re
 

@@ -4,6 +4,7 @@ Reference: LUT entries summed over dsub in order (float32), IP negated inside; t
 code is the float32 sum of its LUT entries over m = 0..M-1 in order; top-k by (score, id).
 Encoding: nearest codeword by the same sequential squared distance, ties to the smaller index.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -158,8 +159,9 @@ def test_one_query_split_over_database(level, nbits):
             spqindex.set_num_threads(2)
 
 
-@pytest.mark.parametrize("scale,metrics", [(1e-30, ("l2", "ip")), (1e17, ("l2", "ip")),
-                                           (1e18, ("l2", "ip")), (1e25, ("l2",))])
+@pytest.mark.parametrize(
+    "scale,metrics", [(1e-30, ("l2", "ip")), (1e17, ("l2", "ip")), (1e18, ("l2", "ip")), (1e25, ("l2",))]
+)
 @pytest.mark.parametrize("nbits", [4, 8])
 def test_extreme_values(level, scale, metrics, nbits):
     # Tiny (subnormal LUT entries), huge (quantizer refuses: float fallback) and overflowing
@@ -227,12 +229,14 @@ def test_encode_near_ties(level, scale, K, dsub):
     index = spqindex.Index(cb)
     a, b = rng.integers(0, K, size=(2, 300))
     mid = (cb[:, a] + cb[:, b]) / np.float32(2)  # (M, 300, dsub)
-    x = np.concatenate([
-        np.tile(cb[:, 5].reshape(1, -1), (3, 1)),
-        np.tile(cb[:, K - 1].reshape(1, -1), (3, 1)),
-        mid.transpose(1, 0, 2).reshape(300, -1),
-        rng.standard_normal((300, M * dsub), dtype=np.float32) * np.float32(scale),
-    ]).astype(np.float32)
+    x = np.concatenate(
+        [
+            np.tile(cb[:, 5].reshape(1, -1), (3, 1)),
+            np.tile(cb[:, K - 1].reshape(1, -1), (3, 1)),
+            mid.transpose(1, 0, 2).reshape(300, -1),
+            rng.standard_normal((300, M * dsub), dtype=np.float32) * np.float32(scale),
+        ]
+    ).astype(np.float32)
     np.testing.assert_array_equal(unpack(index.encode(x), M, index.nbits), ref_encode(cb, x))
 
 

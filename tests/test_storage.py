@@ -1,5 +1,6 @@
 """Issue 12: the stored block layout maintained by add/remove, implicit ids, file format v2
 (version-1 files, verify=False, mmap), merging, and the verify/upgrade/merge commands."""
+
 import os
 import signal
 import struct
@@ -16,8 +17,11 @@ import reference as ref
 from conftest import random_codebooks
 
 CLI = os.path.join(os.path.dirname(sys.executable), "spqindex")
-LEVELS = [lv for lv in ("scalar", "avx2", "avx512")
-          if ["scalar", "avx2", "avx512"].index(lv) <= ["scalar", "avx2", "avx512"].index(_core.cpu_simd_level())]
+LEVELS = [
+    lv
+    for lv in ("scalar", "avx2", "avx512")
+    if ["scalar", "avx2", "avx512"].index(lv) <= ["scalar", "avx2", "avx512"].index(_core.cpu_simd_level())
+]
 
 
 @pytest.fixture(params=LEVELS)
@@ -36,8 +40,9 @@ def tie_heavy_codes(rng, n, M, nbits):
 
 def check_against_reference(index, cb, model_assign, model_ids, metric, rng, k=12):
     np.testing.assert_array_equal(index.ids, model_ids)
-    np.testing.assert_array_equal(index.codes, ref.pack(model_assign, index.nbits) if len(model_ids)
-                                  else np.zeros((0, index.code_size), np.uint8))
+    np.testing.assert_array_equal(
+        index.codes, ref.pack(model_assign, index.nbits) if len(model_ids) else np.zeros((0, index.code_size), np.uint8)
+    )
     q = rng.standard_normal((5, index.dim)).astype(np.float32)
     D, I = index.search(q, k)
     if len(model_ids):
@@ -113,7 +118,9 @@ def test_implicit_ids_until_they_carry_information(rng, tmp_path):
     assert empty_removal.remove([99]) == 0 and not empty_removal._core.ids_stored
     loaded = spqindex.Index.load(tmp_path / "implicit.spq", mmap=True, verify=False)
     assert not loaded._core.ids_stored and loaded._core.next_id == 100
-    np.testing.assert_array_equal(loaded.reconstruct([42]), spqindex.Index.load(tmp_path / "implicit.spq").reconstruct([42]))
+    np.testing.assert_array_equal(
+        loaded.reconstruct([42]), spqindex.Index.load(tmp_path / "implicit.spq").reconstruct([42])
+    )
 
 
 def write_v1(path, index):
@@ -122,7 +129,9 @@ def write_v1(path, index):
     codes, ids = index.codes, index.ids
     head = b"SPQIDX\0\0" + struct.pack("<II", 1, 36)
     mode = {"l2": 0, "spq": 1, "ip": 2}[index.metric]
-    id_mode = 0 if len(index) == 0 else (2 if index._core.ids_stored and not np.array_equal(ids, np.arange(len(ids))) else 1)
+    id_mode = (
+        0 if len(index) == 0 else (2 if index._core.ids_stored and not np.array_equal(ids, np.arange(len(ids))) else 1)
+    )
     head += struct.pack("<IIIIIQQ", index.dim, index.M, index.nbits, mode, id_mode, len(index), index._core.next_id)
     data = bytearray(head + cb.tobytes())
     data += bytes(-len(data) % 64)
@@ -150,8 +159,7 @@ def test_v1_files_load_and_are_refused_under_mmap(rng, tmp_path, nbits, M, expli
     with pytest.raises(ValueError, match="spqindex upgrade OLD NEW"):
         spqindex.Index.load(old, mmap=True)
     new = tmp_path / "new.spq"
-    assert subprocess.run([CLI, "upgrade", str(old), str(new)],
-                          capture_output=True).returncode == 0
+    assert subprocess.run([CLI, "upgrade", str(old), str(new)], capture_output=True).returncode == 0
     up = spqindex.Index.load(new, mmap=True)
     np.testing.assert_array_equal(up.search(x[:4], 7)[1], index.search(x[:4], 7)[1])
     index.save(tmp_path / "direct.spq")
@@ -228,8 +236,7 @@ def test_merge_equals_index_built_from_concatenation(rng, tmp_path, nbits, expli
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == want
-    assert subprocess.run([CLI, "verify", str(out)],
-                          capture_output=True).returncode == 0
+    assert subprocess.run([CLI, "verify", str(out)], capture_output=True).returncode == 0
 
 
 def test_merge_errors_name_the_argument_and_leave_the_index_unchanged(rng, tmp_path):
@@ -256,13 +263,17 @@ def test_merge_errors_name_the_argument_and_leave_the_index_unchanged(rng, tmp_p
     # the command reports collisions and a v1 input the same way
     b.save(tmp_path / "b.spq")
     a.save(tmp_path / "a.spq")
-    proc = subprocess.run([CLI, "merge", str(tmp_path / "o.spq"),
-                           str(tmp_path / "a.spq"), str(tmp_path / "b.spq")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [CLI, "merge", str(tmp_path / "o.spq"), str(tmp_path / "a.spq"), str(tmp_path / "b.spq")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "is in more than one file" in proc.stderr
     assert not (tmp_path / "o.spq").exists()
     write_v1(tmp_path / "v1.spq", b)
-    proc = subprocess.run([CLI, "merge", str(tmp_path / "o.spq"),
-                           str(tmp_path / "v1.spq")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [CLI, "merge", str(tmp_path / "o.spq"), str(tmp_path / "v1.spq")], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "spqindex upgrade OLD NEW" in proc.stderr
 
 
@@ -270,8 +281,7 @@ def test_verify_command(rng, tmp_path):
     a = build_parts(rng, random_codebooks(rng, 2, 4, 2), [30], explicit=True)[0][0]
     path = tmp_path / "a.spq"
     a.save(path)
-    proc = subprocess.run([CLI, "verify", str(path), "--json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([CLI, "verify", str(path), "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert '"ntotal": 30' in proc.stdout and '"ids_stored": true' in proc.stdout
     data = bytearray(path.read_bytes())
@@ -300,8 +310,9 @@ def test_kill_during_merge_leaves_old_or_new_output(rng, tmp_path):
     outcomes = set()
     mid_write = 0
     for trial in range(6):
-        proc = subprocess.Popen([CLI, "merge", str(out)] + paths + ["--shift-ids"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [CLI, "merge", str(out)] + paths + ["--shift-ids"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if trial % 2 == 0:  # the moment the temporary output appears: mid-write
             deadline = time.time() + 60
             while proc.poll() is None and time.time() < deadline:

@@ -99,8 +99,8 @@ cudaStream_t producer_stream(uintptr_t s) {
 }
 
 constexpr size_t kCandidateBudgetBytes = size_t(512) << 20;  // temporary keys per query batch
-constexpr size_t kL2ChunkBytes = size_t(8) << 20;           // codes per chunk when nq > 1
-constexpr size_t kHostQueryBatch = 4096;                    // host queries uploaded at once
+constexpr size_t kL2ChunkBytes = size_t(8) << 20;            // codes per chunk when nq > 1
+constexpr size_t kHostQueryBatch = 4096;                     // host queries uploaded at once
 
 }  // namespace
 
@@ -115,10 +115,10 @@ struct GpuIndex::Impl {
   size_t smem_limit = 0;
   float last_ms = 0.f;
 
-  DeviceBuffer<uint32_t> words;      ///< Layout: (nplanes, plane), see DeviceCodes
-  DeviceBuffer<int64_t> ids;         ///< Layout: (n,) ascending: row order is id order
-  DeviceBuffer<float> centroids;     ///< Layout: (M, K, dsub)
-  DeviceBuffer<float> centroids_t;   ///< Layout: (M, dsub, K)
+  DeviceBuffer<uint32_t> words;     ///< Layout: (nplanes, plane), see DeviceCodes
+  DeviceBuffer<int64_t> ids;        ///< Layout: (n,) ascending: row order is id order
+  DeviceBuffer<float> centroids;    ///< Layout: (M, K, dsub)
+  DeviceBuffer<float> centroids_t;  ///< Layout: (M, dsub, K)
   // Workspace, reused across searches (guarded by mu).
   DeviceBuffer<float> queries, luts, D;
   DeviceBuffer<int64_t> I;
@@ -143,9 +143,7 @@ struct GpuIndex::Impl {
   /// Dynamic shared memory of a scan block must leave room for the static part (SelectShared).
   bool scan_fits(size_t k) const { return scan_smem_bytes(k, cb.M, cb.K) + 256 <= smem_limit; }
 
-  DeviceCodes device_codes() const {
-    return DeviceCodes{words.ptr, plane, n, cb.M, cb.nbits};
-  }
+  DeviceCodes device_codes() const { return DeviceCodes{words.ptr, plane, n, cb.M, cb.nbits}; }
 
   /// Chunks per query for a batch of nq queries: enough blocks for one full wave on the GPU,
   /// chunks small enough that the queries of a batch share them through L2, large enough to
@@ -167,11 +165,11 @@ struct GpuIndex::Impl {
   /// Device time is measured from the first call's LUT kernel to the last call's results.
   void run(const float* q_dev, size_t nq, size_t k, float* D_host, int64_t* I_host, bool first) {
     const int M = cb.M, K = cb.K;
-    SPQ_CHECK_ARG(scan_fits(k),
-                  "k: too large for this index's LUT in shared memory (LUT " +
-                      std::to_string(M * K * 4) + " bytes + " +
-                      std::to_string(select_capacity(k) * 8) + " bytes of candidates > " +
-                      std::to_string(smem_limit) + "); use a smaller k or the CPU index");
+    SPQ_CHECK_ARG(scan_fits(k), "k: too large for this index's LUT in shared memory (LUT " +
+                                    std::to_string(M * K * 4) + " bytes + " +
+                                    std::to_string(select_capacity(k) * 8) +
+                                    " bytes of candidates > " + std::to_string(smem_limit) +
+                                    "); use a smaller k or the CPU index");
     int nchunks = plan_chunks(nq, k);
     size_t rows_per_chunk = (n + nchunks - 1) / nchunks;
     rows_per_chunk = (rows_per_chunk + kTile - 1) / kTile * kTile;
@@ -227,9 +225,9 @@ struct GpuIndex::Impl {
     if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
       throw std::invalid_argument(std::string(name) + ": not a CUDA device pointer");
     if (attr.device != device)
-      throw std::invalid_argument(std::string(name) + ": lives on cuda:" +
-                                  std::to_string(attr.device) + " but the index is on cuda:" +
-                                  std::to_string(device));
+      throw std::invalid_argument(std::string(name) +
+                                  ": lives on cuda:" + std::to_string(attr.device) +
+                                  " but the index is on cuda:" + std::to_string(device));
   }
 
   /// Starts the finiteness check of a device input; the flag comes back with the results.
@@ -249,8 +247,10 @@ struct GpuIndex::Impl {
   void finish_timing() {
     SPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
     float ms = 0.f;
-    if (cudaEventElapsedTime(&ms, start, stop) == cudaSuccess) last_ms = ms;
-    else cudaGetLastError();
+    if (cudaEventElapsedTime(&ms, start, stop) == cudaSuccess)
+      last_ms = ms;
+    else
+      cudaGetLastError();
   }
 };
 
@@ -328,9 +328,8 @@ Metric GpuIndex::metric() const { return impl_->metric; }
 float GpuIndex::last_search_ms() const { return impl_->last_ms; }
 
 void GpuIndex::search(const float* q, size_t nq, size_t k, float* D, int64_t* I) {
-  SPQ_CHECK_ARG(k >= 1 && k <= kMaxK,
-                "k: the GPU search supports 1.." + std::to_string(kMaxK) + ", got " +
-                    std::to_string(k));
+  SPQ_CHECK_ARG(k >= 1 && k <= kMaxK, "k: the GPU search supports 1.." + std::to_string(kMaxK) +
+                                          ", got " + std::to_string(k));
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.n == 0 || nq == 0) return s.pad_results(nq, k, D, I);
@@ -346,9 +345,8 @@ void GpuIndex::search(const float* q, size_t nq, size_t k, float* D, int64_t* I)
 
 void GpuIndex::search_device(const float* q_dev, size_t nq, size_t k, float* D, int64_t* I,
                              uintptr_t stream) {
-  SPQ_CHECK_ARG(k >= 1 && k <= kMaxK,
-                "k: the GPU search supports 1.." + std::to_string(kMaxK) + ", got " +
-                    std::to_string(k));
+  SPQ_CHECK_ARG(k >= 1 && k <= kMaxK, "k: the GPU search supports 1.." + std::to_string(kMaxK) +
+                                          ", got " + std::to_string(k));
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   if (nq == 0) return;

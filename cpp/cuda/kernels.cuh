@@ -16,11 +16,11 @@ namespace detail {
                            what + ") at " + file + ":" + std::to_string(line));
 }
 
-#define SPQ_CUDA_CHECK(call)                                                              \
-  do {                                                                                    \
-    cudaError_t spq_err_ = (call);                                                        \
-    if (spq_err_ != cudaSuccess) ::spqindex::cuda::detail::throw_cuda(spq_err_, #call,    \
-                                                                      __FILE__, __LINE__); \
+#define SPQ_CUDA_CHECK(call)                                                     \
+  do {                                                                           \
+    cudaError_t spq_err_ = (call);                                               \
+    if (spq_err_ != cudaSuccess)                                                 \
+      ::spqindex::cuda::detail::throw_cuda(spq_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
 /// A candidate is one uint64 key: (order-preserving bits of the float score) << 32 | row.
@@ -28,8 +28,8 @@ namespace detail {
 constexpr uint64_t kEmptyKey = ~uint64_t(0);  ///< padding; sorts after every real candidate
 constexpr uint32_t kMaxRows = 0xFFFFFFFEu;    ///< row 0xFFFFFFFF is reserved for kEmptyKey
 
-constexpr int kBlock = 256;          ///< threads per scan / merge block
-constexpr int kRowsPerThread = 4;    ///< rows each thread scores per tile
+constexpr int kBlock = 256;        ///< threads per scan / merge block
+constexpr int kRowsPerThread = 4;  ///< rows each thread scores per tile
 constexpr int kTile = kBlock * kRowsPerThread;
 
 /// Capacity of a block's candidate buffer for top-k: a power of two >= k + kTile, so a whole

@@ -119,8 +119,7 @@ __device__ __forceinline__ void score_rows(const float* __restrict__ lut,
         if (m0 + j < M) {
           const float* row = lut + (m0 + j) * K;
 #pragma unroll
-          for (int r = 0; r < R; r++)
-            s[r] = __fadd_rn(s[r], row[(word[r] >> (j * NBITS)) & kMask]);
+          for (int r = 0; r < R; r++) s[r] = __fadd_rn(s[r], row[(word[r] >> (j * NBITS)) & kMask]);
         }
       }
     }
@@ -131,8 +130,8 @@ __device__ __forceinline__ void score_rows(const float* __restrict__ lut,
 #pragma unroll
       for (int r = 0; r < R; r++) {
         const size_t at = w * plane + row0 + r * kBlock;
-        const uint64_t pair = __ldg(words + at) |
-                              (static_cast<uint64_t>(__ldg(words + at + plane)) << 32);
+        const uint64_t pair =
+            __ldg(words + at) | (static_cast<uint64_t>(__ldg(words + at + plane)) << 32);
         s[r] = __fadd_rn(s[r], row[static_cast<uint32_t>(pair >> sh) & kMask]);
       }
     }
@@ -253,8 +252,8 @@ void scan_select_nbits(const float* luts, size_t nq, const DeviceCodes& codes, s
   const int cap = select_capacity(k);
   const size_t smem = prepare_scan<NBITS>(codes.M, k);
   const dim3 grid(static_cast<unsigned>(nq), static_cast<unsigned>(nchunks));
-  scan_select_kernel<NBITS><<<grid, kBlock, smem, stream>>>(luts, codes, static_cast<int>(k), cap,
-                                                            rows_per_chunk, out);
+  scan_select_kernel<NBITS>
+      <<<grid, kBlock, smem, stream>>>(luts, codes, static_cast<int>(k), cap, rows_per_chunk, out);
   SPQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -264,14 +263,22 @@ void launch_scan_select(const float* luts, size_t nq, const DeviceCodes& codes, 
                         size_t rows_per_chunk, int nchunks, uint64_t* out, cudaStream_t stream) {
   if (nq == 0) return;
   switch (codes.nbits) {
-    case 1: return scan_select_nbits<1>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 2: return scan_select_nbits<2>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 3: return scan_select_nbits<3>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 4: return scan_select_nbits<4>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 5: return scan_select_nbits<5>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 6: return scan_select_nbits<6>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 7: return scan_select_nbits<7>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
-    case 8: return scan_select_nbits<8>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 1:
+      return scan_select_nbits<1>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 2:
+      return scan_select_nbits<2>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 3:
+      return scan_select_nbits<3>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 4:
+      return scan_select_nbits<4>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 5:
+      return scan_select_nbits<5>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 6:
+      return scan_select_nbits<6>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 7:
+      return scan_select_nbits<7>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
+    case 8:
+      return scan_select_nbits<8>(luts, nq, codes, k, rows_per_chunk, nchunks, out, stream);
     default:
       throw std::invalid_argument("nbits: the CUDA scan supports 1..8, got " +
                                   std::to_string(codes.nbits));
@@ -280,15 +287,24 @@ void launch_scan_select(const float* luts, size_t nq, const DeviceCodes& codes, 
 
 int scan_blocks_per_sm(int nbits, int M, size_t k) {
   switch (nbits) {
-    case 1: return scan_occupancy<1>(M, k);
-    case 2: return scan_occupancy<2>(M, k);
-    case 3: return scan_occupancy<3>(M, k);
-    case 4: return scan_occupancy<4>(M, k);
-    case 5: return scan_occupancy<5>(M, k);
-    case 6: return scan_occupancy<6>(M, k);
-    case 7: return scan_occupancy<7>(M, k);
-    case 8: return scan_occupancy<8>(M, k);
-    default: throw std::invalid_argument("nbits: expected 1..8");
+    case 1:
+      return scan_occupancy<1>(M, k);
+    case 2:
+      return scan_occupancy<2>(M, k);
+    case 3:
+      return scan_occupancy<3>(M, k);
+    case 4:
+      return scan_occupancy<4>(M, k);
+    case 5:
+      return scan_occupancy<5>(M, k);
+    case 6:
+      return scan_occupancy<6>(M, k);
+    case 7:
+      return scan_occupancy<7>(M, k);
+    case 8:
+      return scan_occupancy<8>(M, k);
+    default:
+      throw std::invalid_argument("nbits: expected 1..8");
   }
 }
 

@@ -43,13 +43,14 @@ const char* dtype_name() {
 /// Checks dtype, ndim and C-contiguity; returns the typed array without copying.
 template <typename T>
 py::array_t<T> strict(const py::array& a, const char* name, int ndim) {
-  if (!py::dtype::of<T>().is(a.dtype()) && !(a.dtype().kind() == py::dtype::of<T>().kind() &&
-                                              a.dtype().itemsize() == sizeof(T)))
+  if (!py::dtype::of<T>().is(a.dtype()) &&
+      !(a.dtype().kind() == py::dtype::of<T>().kind() && a.dtype().itemsize() == sizeof(T)))
     throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<T>());
   if (a.ndim() != ndim)
     throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) + "-d array");
   if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": must be C-contiguous (use numpy.ascontiguousarray)");
+    throw py::value_error(std::string(name) +
+                          ": must be C-contiguous (use numpy.ascontiguousarray)");
   return py::reinterpret_borrow<py::array_t<T>>(a);
 }
 
@@ -109,7 +110,6 @@ py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k, Extra... 
   return py::make_tuple(D, I);
 }
 
-
 #ifdef SPQINDEX_WITH_CUDA
 /// The GPU index (cuda.h). Host arrays follow the same strict rules as above; device inputs
 /// come as a raw pointer + shape from spqindex/gpu.py (validated there, checked for finiteness
@@ -118,14 +118,17 @@ void bind_cuda(py::module_& m) {
   using cuda::GpuIndex;
   m.attr("cuda_max_k") = GpuIndex::kMaxK;
   m.def("cuda_device_count", &cuda::device_count);
-  m.def("cuda_device_info", [](int device) {
-    const cuda::DeviceInfo info = cuda::device_info(device);
-    py::dict d;
-    d["name"] = std::string(info.name);
-    d["peak_bandwidth_gbs"] = info.peak_bandwidth_gbs;
-    d["sm_count"] = info.sm_count;
-    return d;
-  }, py::arg("device") = 0);
+  m.def(
+      "cuda_device_info",
+      [](int device) {
+        const cuda::DeviceInfo info = cuda::device_info(device);
+        py::dict d;
+        d["name"] = std::string(info.name);
+        d["peak_bandwidth_gbs"] = info.peak_bandwidth_gbs;
+        d["sm_count"] = info.sm_count;
+        return d;
+      },
+      py::arg("device") = 0);
   py::class_<GpuIndex>(m, "GpuIndexCore")
       .def(py::init([](const Index& cpu, int device) {
              py::gil_scoped_release nogil;
@@ -137,47 +140,50 @@ void bind_cuda(py::module_& m) {
       .def_property_readonly("dim", &GpuIndex::dim)
       .def_property_readonly("last_search_ms", &GpuIndex::last_search_ms)
       .def("search", &search_host<GpuIndex>, py::arg("q"), py::arg("k"))
-      .def("search_ptr",
-           [](GpuIndex& self, uintptr_t ptr, py::ssize_t nq, py::ssize_t k, uintptr_t stream) {
-             if (nq < 0) throw py::value_error("nq: must be >= 0");
-             Index::check_k(static_cast<size_t>(nq), k);
-             py::array_t<float> D({nq, k});
-             py::array_t<int64_t> I({nq, k});
-             float* dp = D.mutable_data();
-             int64_t* ip = I.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               self.search_device(reinterpret_cast<const float*>(ptr), nq, k, dp, ip, stream);
-             }
-             return py::make_tuple(D, I);
-           },
-           py::arg("ptr"), py::arg("nq"), py::arg("k"), py::arg("stream") = 0)
-      .def("encode",
-           [](GpuIndex& self, const py::array& x) {
-             auto xa = strict<float>(x, "x", 2);
-             check_dim(xa, "x", self.dim());
-             const py::ssize_t n = xa.shape(0);
-             py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.codebooks().code_size())});
-             uint8_t* cp = codes.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               self.encode(xa.data(), n, cp);
-             }
-             return codes;
-           },
-           py::arg("x"))
-      .def("encode_ptr",
-           [](GpuIndex& self, uintptr_t ptr, py::ssize_t n, uintptr_t stream) {
-             if (n < 0) throw py::value_error("n: must be >= 0");
-             py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.codebooks().code_size())});
-             uint8_t* cp = codes.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               self.encode_device(reinterpret_cast<const float*>(ptr), n, cp, stream);
-             }
-             return codes;
-           },
-           py::arg("ptr"), py::arg("n"), py::arg("stream") = 0);
+      .def(
+          "search_ptr",
+          [](GpuIndex& self, uintptr_t ptr, py::ssize_t nq, py::ssize_t k, uintptr_t stream) {
+            if (nq < 0) throw py::value_error("nq: must be >= 0");
+            Index::check_k(static_cast<size_t>(nq), k);
+            py::array_t<float> D({nq, k});
+            py::array_t<int64_t> I({nq, k});
+            float* dp = D.mutable_data();
+            int64_t* ip = I.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              self.search_device(reinterpret_cast<const float*>(ptr), nq, k, dp, ip, stream);
+            }
+            return py::make_tuple(D, I);
+          },
+          py::arg("ptr"), py::arg("nq"), py::arg("k"), py::arg("stream") = 0)
+      .def(
+          "encode",
+          [](GpuIndex& self, const py::array& x) {
+            auto xa = strict<float>(x, "x", 2);
+            check_dim(xa, "x", self.dim());
+            const py::ssize_t n = xa.shape(0);
+            py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.codebooks().code_size())});
+            uint8_t* cp = codes.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              self.encode(xa.data(), n, cp);
+            }
+            return codes;
+          },
+          py::arg("x"))
+      .def(
+          "encode_ptr",
+          [](GpuIndex& self, uintptr_t ptr, py::ssize_t n, uintptr_t stream) {
+            if (n < 0) throw py::value_error("n: must be >= 0");
+            py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.codebooks().code_size())});
+            uint8_t* cp = codes.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              self.encode_device(reinterpret_cast<const float*>(ptr), n, cp, stream);
+            }
+            return codes;
+          },
+          py::arg("ptr"), py::arg("n"), py::arg("stream") = 0);
 }
 #endif
 
@@ -193,8 +199,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetObject(PyExc_KeyError, py::int_(e.id).ptr());
     } catch (const IoError& e) {
       py::object err = py::reinterpret_steal<py::object>(PyObject_CallFunction(
-          PyExc_OSError, "iss", e.err, (std::string(std::strerror(e.err)) + ": " + e.what()).c_str(),
-          e.path.c_str()));
+          PyExc_OSError, "iss", e.err,
+          (std::string(std::strerror(e.err)) + ": " + e.what()).c_str(), e.path.c_str()));
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err.ptr())), err.ptr());
     }
   });
@@ -224,108 +230,116 @@ PYBIND11_MODULE(_core, m) {
                                std::vector<float> v = cb.centroids;
                                return to_numpy(std::move(v), {cb.M, cb.K, cb.dsub});
                              })
-      .def("add",
-           [](Index& self, const py::array& x, const py::object& ids) {
-             auto xa = strict<float>(x, "x", 2);
-             check_dim(xa, "x", self.dim());
-             const size_t n = xa.shape(0);
-             py::array_t<int64_t> keep;
-             const int64_t* id_ptr = optional_ids(ids, n, &keep);
-             py::gil_scoped_release nogil;
-             self.add(xa.data(), n, id_ptr);
-           },
-           py::arg("x"), py::arg("ids") = py::none())
-      .def("add_codes",
-           [](Index& self, const py::array& codes, const py::object& ids) {
-             auto ca = strict<uint8_t>(codes, "codes", 2);
-             check_dim(ca, "codes", self.code_size());
-             const size_t n = ca.shape(0);
-             py::array_t<int64_t> keep;
-             const int64_t* id_ptr = optional_ids(ids, n, &keep);
-             py::gil_scoped_release nogil;
-             self.add_codes(ca.data(), n, id_ptr);
-           },
-           py::arg("codes"), py::arg("ids") = py::none())
-      .def("search",
-           [](const Index& self, const py::array& q, py::ssize_t k, const py::object& filter) {
-             if (filter.is_none()) return search_host<const Index>(self, q, k);
-             auto fa = strict<int64_t>(filter.cast<py::array>(), "filter", 1);
-             return search_host<const Index>(self, q, k, fa.data(), fa.shape(0));
-           },
-           py::arg("q"), py::arg("k"), py::arg("filter") = py::none())
-      .def("range_search",
-           [](const Index& self, const py::array& q, double radius) {
-             auto qa = strict<float>(q, "q", 2);
-             check_dim(qa, "q", self.dim());
-             const py::ssize_t nq = qa.shape(0);
-             if (!all_finite(qa.data(), static_cast<size_t>(nq) * self.dim()))
-               throw py::value_error("q: contains NaN or Inf (or values too large for float32)");
-             const float r = static_cast<float>(radius);
-             if (!std::isfinite(r)) throw py::value_error("radius: must be finite (as a float32)");
-             std::vector<int64_t> lims;
-             std::vector<float> D;
-             std::vector<int64_t> I;
-             {
-               py::gil_scoped_release nogil;
-               self.range_search(qa.data(), nq, r, &lims, &D, &I);
-             }
-             const py::ssize_t total = static_cast<py::ssize_t>(I.size());
-             return py::make_tuple(to_numpy(std::move(lims), {nq + 1}), to_numpy(std::move(D), {total}),
-                                   to_numpy(std::move(I), {total}));
-           },
-           py::arg("q"), py::arg("radius"))
-      .def("encode",
-           [](const Index& self, const py::array& x) {
-             auto xa = strict<float>(x, "x", 2);
-             check_dim(xa, "x", self.dim());
-             const py::ssize_t n = xa.shape(0);
-             py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.code_size())});
-             uint8_t* cp = codes.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               encode(self.codebooks(), xa.data(), n, cp);
-             }
-             return codes;
-           },
-           py::arg("x"))
-      .def("decode",
-           [](const Index& self, const py::array& codes) {
-             auto ca = strict<uint8_t>(codes, "codes", 2);
-             check_dim(ca, "codes", self.code_size());
-             const py::ssize_t n = ca.shape(0);
-             const Codebooks& cb = self.codebooks();
-             if (!codes_valid(ca.data(), n, cb.M, cb.nbits))
-               throw py::value_error(
-                   "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
-             py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
-             float* xp = x.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               decode(self.codebooks(), ca.data(), n, xp);
-             }
-             return x;
-           },
-           py::arg("codes"))
-      .def("remove",
-           [](Index& self, const py::array& ids) {
-             auto ia = strict<int64_t>(ids, "ids", 1);
-             py::gil_scoped_release nogil;
-             return self.remove(ia.data(), ia.shape(0));
-           },
-           py::arg("ids"))
-      .def("reconstruct",
-           [](const Index& self, const py::array& ids) {
-             auto ia = strict<int64_t>(ids, "ids", 1);
-             const py::ssize_t n = ia.shape(0);
-             py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
-             float* xp = x.mutable_data();
-             {
-               py::gil_scoped_release nogil;
-               self.reconstruct(ia.data(), n, xp);
-             }
-             return x;
-           },
-           py::arg("ids"))
+      .def(
+          "add",
+          [](Index& self, const py::array& x, const py::object& ids) {
+            auto xa = strict<float>(x, "x", 2);
+            check_dim(xa, "x", self.dim());
+            const size_t n = xa.shape(0);
+            py::array_t<int64_t> keep;
+            const int64_t* id_ptr = optional_ids(ids, n, &keep);
+            py::gil_scoped_release nogil;
+            self.add(xa.data(), n, id_ptr);
+          },
+          py::arg("x"), py::arg("ids") = py::none())
+      .def(
+          "add_codes",
+          [](Index& self, const py::array& codes, const py::object& ids) {
+            auto ca = strict<uint8_t>(codes, "codes", 2);
+            check_dim(ca, "codes", self.code_size());
+            const size_t n = ca.shape(0);
+            py::array_t<int64_t> keep;
+            const int64_t* id_ptr = optional_ids(ids, n, &keep);
+            py::gil_scoped_release nogil;
+            self.add_codes(ca.data(), n, id_ptr);
+          },
+          py::arg("codes"), py::arg("ids") = py::none())
+      .def(
+          "search",
+          [](const Index& self, const py::array& q, py::ssize_t k, const py::object& filter) {
+            if (filter.is_none()) return search_host<const Index>(self, q, k);
+            auto fa = strict<int64_t>(filter.cast<py::array>(), "filter", 1);
+            return search_host<const Index>(self, q, k, fa.data(), fa.shape(0));
+          },
+          py::arg("q"), py::arg("k"), py::arg("filter") = py::none())
+      .def(
+          "range_search",
+          [](const Index& self, const py::array& q, double radius) {
+            auto qa = strict<float>(q, "q", 2);
+            check_dim(qa, "q", self.dim());
+            const py::ssize_t nq = qa.shape(0);
+            if (!all_finite(qa.data(), static_cast<size_t>(nq) * self.dim()))
+              throw py::value_error("q: contains NaN or Inf (or values too large for float32)");
+            const float r = static_cast<float>(radius);
+            if (!std::isfinite(r)) throw py::value_error("radius: must be finite (as a float32)");
+            std::vector<int64_t> lims;
+            std::vector<float> D;
+            std::vector<int64_t> I;
+            {
+              py::gil_scoped_release nogil;
+              self.range_search(qa.data(), nq, r, &lims, &D, &I);
+            }
+            const py::ssize_t total = static_cast<py::ssize_t>(I.size());
+            return py::make_tuple(to_numpy(std::move(lims), {nq + 1}),
+                                  to_numpy(std::move(D), {total}), to_numpy(std::move(I), {total}));
+          },
+          py::arg("q"), py::arg("radius"))
+      .def(
+          "encode",
+          [](const Index& self, const py::array& x) {
+            auto xa = strict<float>(x, "x", 2);
+            check_dim(xa, "x", self.dim());
+            const py::ssize_t n = xa.shape(0);
+            py::array_t<uint8_t> codes({n, static_cast<py::ssize_t>(self.code_size())});
+            uint8_t* cp = codes.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              encode(self.codebooks(), xa.data(), n, cp);
+            }
+            return codes;
+          },
+          py::arg("x"))
+      .def(
+          "decode",
+          [](const Index& self, const py::array& codes) {
+            auto ca = strict<uint8_t>(codes, "codes", 2);
+            check_dim(ca, "codes", self.code_size());
+            const py::ssize_t n = ca.shape(0);
+            const Codebooks& cb = self.codebooks();
+            if (!codes_valid(ca.data(), n, cb.M, cb.nbits))
+              throw py::value_error(
+                  "codes: padding bits beyond M*nbits in the last byte of a row must be zero");
+            py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
+            float* xp = x.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              decode(self.codebooks(), ca.data(), n, xp);
+            }
+            return x;
+          },
+          py::arg("codes"))
+      .def(
+          "remove",
+          [](Index& self, const py::array& ids) {
+            auto ia = strict<int64_t>(ids, "ids", 1);
+            py::gil_scoped_release nogil;
+            return self.remove(ia.data(), ia.shape(0));
+          },
+          py::arg("ids"))
+      .def(
+          "reconstruct",
+          [](const Index& self, const py::array& ids) {
+            auto ia = strict<int64_t>(ids, "ids", 1);
+            const py::ssize_t n = ia.shape(0);
+            py::array_t<float> x({n, static_cast<py::ssize_t>(self.dim())});
+            float* xp = x.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              self.reconstruct(ia.data(), n, xp);
+            }
+            return x;
+          },
+          py::arg("ids"))
       .def("codes",
            [](const Index& self) {
              std::vector<uint8_t> codes;
@@ -347,66 +361,83 @@ PYBIND11_MODULE(_core, m) {
              const py::ssize_t n = ids.size();
              return to_numpy(std::move(ids), {n});
            })
-      .def("save",
-           [](const Index& self, const std::string& path) {
-             py::gil_scoped_release nogil;
-             self.save(path);
-           },
-           py::arg("path"))
-      .def("merge_from",
-           [](Index& self, const Index& other, bool shift_ids) {
-             py::gil_scoped_release nogil;
-             self.merge_from(other, shift_ids);
-           },
-           py::arg("other"), py::arg("shift_ids") = false)
-      .def_static("load",
-                  [](const std::string& path, bool mmap, bool verify) {
-                    py::gil_scoped_release nogil;
-                    return Index::load(path, mmap, verify);
-                  },
-                  py::arg("path"), py::arg("mmap") = false, py::arg("verify") = true);
+      .def(
+          "save",
+          [](const Index& self, const std::string& path) {
+            py::gil_scoped_release nogil;
+            self.save(path);
+          },
+          py::arg("path"))
+      .def(
+          "merge_from",
+          [](Index& self, const Index& other, bool shift_ids) {
+            py::gil_scoped_release nogil;
+            self.merge_from(other, shift_ids);
+          },
+          py::arg("other"), py::arg("shift_ids") = false)
+      .def_static(
+          "load",
+          [](const std::string& path, bool mmap, bool verify) {
+            py::gil_scoped_release nogil;
+            return Index::load(path, mmap, verify);
+          },
+          py::arg("path"), py::arg("mmap") = false, py::arg("verify") = true);
 
-  m.def("verify_file", [](const std::string& path) {
-    FileSummary s;
-    {
-      py::gil_scoped_release nogil;
-      s = verify_file(path);
-    }
-    py::dict d;
-    d["version"] = s.version;
-    d["dim"] = s.dim;
-    d["M"] = s.M;
-    d["nbits"] = s.nbits;
-    d["metric"] = metric_name(static_cast<Metric>(s.metric));
-    d["id_mode"] = s.id_mode;
-    d["ntotal"] = s.ntotal;
-    d["next_id"] = s.next_id;
-    d["ids_stored"] = s.ids_stored;
-    return d;
-  }, py::arg("path"));
-  m.def("merge_files", [](const std::string& out, const std::vector<std::string>& inputs,
-                          bool shift_ids) {
-    py::gil_scoped_release nogil;
-    merge_files(out, inputs, shift_ids);
-  }, py::arg("out"), py::arg("inputs"), py::arg("shift_ids") = false);
+  m.def(
+      "verify_file",
+      [](const std::string& path) {
+        FileSummary s;
+        {
+          py::gil_scoped_release nogil;
+          s = verify_file(path);
+        }
+        py::dict d;
+        d["version"] = s.version;
+        d["dim"] = s.dim;
+        d["M"] = s.M;
+        d["nbits"] = s.nbits;
+        d["metric"] = metric_name(static_cast<Metric>(s.metric));
+        d["id_mode"] = s.id_mode;
+        d["ntotal"] = s.ntotal;
+        d["next_id"] = s.next_id;
+        d["ids_stored"] = s.ids_stored;
+        return d;
+      },
+      py::arg("path"));
+  m.def(
+      "merge_files",
+      [](const std::string& out, const std::vector<std::string>& inputs, bool shift_ids) {
+        py::gil_scoped_release nogil;
+        merge_files(out, inputs, shift_ids);
+      },
+      py::arg("out"), py::arg("inputs"), py::arg("shift_ids") = false);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   // The core's value rules, for Python code that must fail before its own work (k-means, Lloyd).
-  m.def("check_metric", [](const std::string& name) { metric_from_string(name); }, py::arg("metric"));
-  m.def("check_codebooks", [](const py::array& codebooks) {
-    auto c = strict<float>(codebooks, "codebooks", 3);
-    Codebooks(static_cast<int>(c.shape(0)), static_cast<int>(c.shape(1)), static_cast<int>(c.shape(2)), c.data());
-  }, py::arg("codebooks"));
+  m.def(
+      "check_metric", [](const std::string& name) { metric_from_string(name); }, py::arg("metric"));
+  m.def(
+      "check_codebooks",
+      [](const py::array& codebooks) {
+        auto c = strict<float>(codebooks, "codebooks", 3);
+        Codebooks(static_cast<int>(c.shape(0)), static_cast<int>(c.shape(1)),
+                  static_cast<int>(c.shape(2)), c.data());
+      },
+      py::arg("codebooks"));
   m.def("get_num_threads", &get_num_threads);
   m.def("simd_level", [] { return simd_level_name(kernels().level); });
   m.def("cpu_simd_level", [] { return simd_level_name(cpu_simd_level()); });
-  m.def("set_simd_level", [](const std::string& name) {
-    set_simd_level(simd_level_from_name(name.c_str()));
-  }, py::arg("level"));
-  m.def("xxh64", [](py::bytes data) {
-    std::string s = data;
-    return xxh64(s.data(), s.size());
-  }, py::arg("data"));
+  m.def(
+      "set_simd_level",
+      [](const std::string& name) { set_simd_level(simd_level_from_name(name.c_str())); },
+      py::arg("level"));
+  m.def(
+      "xxh64",
+      [](py::bytes data) {
+        std::string s = data;
+        return xxh64(s.data(), s.size());
+      },
+      py::arg("data"));
   m.def("cuda_available", [] {
 #ifdef SPQINDEX_WITH_CUDA
     return cuda::device_count() > 0;  // built with CUDA and a device is usable now

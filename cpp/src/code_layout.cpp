@@ -13,14 +13,23 @@ namespace spqindex {
 CodeLayout::CodeLayout(int M, int nbits, std::shared_ptr<const CodeGroups> groups)
     : M_(M),
       nbits_(nbits),
-      kind_(nbits == 4 ? Kind::Fast4 : nbits == 8 ? Kind::Fast8 : Kind::Rows),
+      kind_(nbits == 4   ? Kind::Fast4
+            : nbits == 8 ? Kind::Fast8
+                         : Kind::Rows),
       code_size_((static_cast<size_t>(M) * nbits + 7) / 8),
       groups_(kind_ == Kind::Fast8 ? std::move(groups) : nullptr) {
-  if (groups_) SPQ_CHECK(groups_->M == M && groups_->to_internal.size() == static_cast<size_t>(M) * 256);
+  if (groups_)
+    SPQ_CHECK(groups_->M == M && groups_->to_internal.size() == static_cast<size_t>(M) * 256);
   switch (kind_) {
-    case Kind::Fast4: block_bytes_ = static_cast<size_t>((M + 1) / 2) * 64; break;
-    case Kind::Fast8: block_bytes_ = static_cast<size_t>(M) * 64; break;
-    default: block_bytes_ = kBlockRows * code_size_; break;
+    case Kind::Fast4:
+      block_bytes_ = static_cast<size_t>((M + 1) / 2) * 64;
+      break;
+    case Kind::Fast8:
+      block_bytes_ = static_cast<size_t>(M) * 64;
+      break;
+    default:
+      block_bytes_ = kBlockRows * code_size_;
+      break;
   }
 }
 
@@ -48,7 +57,8 @@ void CodeLayout::put_row(uint8_t* blocks, size_t row, const uint8_t* src) const 
         blk[static_cast<size_t>(m) * 64 + pos] = map ? map[m * 256 + src[m]] : src[m];
       break;
     }
-    default: std::memcpy(blk + j * code_size_, src, code_size_);
+    default:
+      std::memcpy(blk + j * code_size_, src, code_size_);
   }
 }
 
@@ -70,7 +80,8 @@ void CodeLayout::get_row(const uint8_t* blocks, size_t row, uint8_t* dst) const 
       }
       break;
     }
-    default: std::memcpy(dst, blk + j * code_size_, code_size_);
+    default:
+      std::memcpy(dst, blk + j * code_size_, code_size_);
   }
 }
 
@@ -132,8 +143,8 @@ void CodeLayout::copy_rows(const uint8_t* src, size_t src_row, uint8_t* dst, siz
   if (n == 0) return;
   if (src_row % kBlockRows == 0 && dst_row % kBlockRows == 0) {
     // Whole source blocks; the last one may carry zero padding rows, which is what dst wants.
-    std::memcpy(dst + dst_row / kBlockRows * block_bytes_, src + src_row / kBlockRows * block_bytes_,
-                nblocks(n) * block_bytes_);
+    std::memcpy(dst + dst_row / kBlockRows * block_bytes_,
+                src + src_row / kBlockRows * block_bytes_, nblocks(n) * block_bytes_);
     return;
   }
   std::vector<uint8_t> row(code_size_);

@@ -8,13 +8,12 @@
 
 namespace spqindex {
 
-Codebooks::Codebooks(int M_, int K_, int dsub_, const float* data)
-    : M(M_), K(K_), dsub(dsub_) {
+Codebooks::Codebooks(int M_, int K_, int dsub_, const float* data) : M(M_), K(K_), dsub(dsub_) {
   SPQ_CHECK_ARG(M >= 1, "codebooks: M must be >= 1");
   SPQ_CHECK_ARG(dsub >= 1, "codebooks: dsub must be >= 1");
-  SPQ_CHECK_ARG(K >= 2 && K <= 256 && (K & (K - 1)) == 0,
-                "codebooks: K must be a power of two in 2..256 (nbits 1..8), got " +
-                    std::to_string(K));
+  SPQ_CHECK_ARG(
+      K >= 2 && K <= 256 && (K & (K - 1)) == 0,
+      "codebooks: K must be a power of two in 2..256 (nbits 1..8), got " + std::to_string(K));
   nbits = 0;
   while ((1 << nbits) < K) nbits++;
   const size_t count = static_cast<size_t>(M) * K * dsub;

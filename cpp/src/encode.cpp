@@ -13,8 +13,7 @@ namespace {
 
 constexpr size_t kEncodeBlock = 256;  // vectors per task
 
-void encode_range(const Codebooks& cb, const float* x, size_t begin, size_t end,
-                  uint8_t* codes) {
+void encode_range(const Codebooks& cb, const float* x, size_t begin, size_t end, uint8_t* codes) {
   const Kernels& kern = kernels();
   const size_t cs = cb.code_size();
   const size_t D = cb.dim();

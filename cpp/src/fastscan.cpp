@@ -33,18 +33,22 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
   if (qmax < 1 || !std::isfinite(abs_sum) || abs_sum > 1e37) return;
   const double a = width > 0 ? qmax / width : 1.0;
   double err = 0;
-  if (nbits == 4) out->table.assign(static_cast<size_t>((M + 1) / 2) * 64, 0);
-  else out->table.assign(static_cast<size_t>(M) * 256, 0);
-  // Any rounding works: the bound uses the error e actually made. Round half up by truncation (inline;
-  // nearbyint is a libm call per entry), and dequantize with 1/a: its relative error (~1e-16) is far
-  // inside the 1e-12 margin of the slack below.
+  if (nbits == 4)
+    out->table.assign(static_cast<size_t>((M + 1) / 2) * 64, 0);
+  else
+    out->table.assign(static_cast<size_t>(M) * 256, 0);
+  // Any rounding works: the bound uses the error e actually made. Round half up by truncation
+  // (inline; nearbyint is a libm call per entry), and dequantize with 1/a: its relative error
+  // (~1e-16) is far inside the 1e-12 margin of the slack below.
   const double inv_a = 1.0 / a;
   for (int m = 0; m < M; m++) {
     const float* row = lut + static_cast<size_t>(m) * K;
     const double lo = mins[m];
-    // nbits 8: row m of (M, 256); nbits 4: half m % 2 of the 64-byte pair block m / 2, each entry twice.
-    uint8_t* dst = out->table.data() + (nbits == 8 ? static_cast<size_t>(m) * 256
-                                                   : static_cast<size_t>(m / 2) * 64 + (m % 2) * 32);
+    // nbits 8: row m of (M, 256); nbits 4: half m % 2 of the 64-byte pair block m / 2, each entry
+    // twice.
+    uint8_t* dst =
+        out->table.data() + (nbits == 8 ? static_cast<size_t>(m) * 256
+                                        : static_cast<size_t>(m / 2) * 64 + (m % 2) * 32);
     double e = 0;
     for (int k = 0; k < K; k++) {
       const double x = (row[k] - lo) * a;  // in [0, qmax] up to rounding: lo is the row's minimum
@@ -60,7 +64,8 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
   const double u = std::ldexp(1.0, -24);
   out->scale = a;
   out->base = base;
-  out->slack = err * (1 + 1e-9) + 2.0 * (M + 1) * u * abs_sum + 1e-12 * (abs_sum + std::fabs(base)) +
+  out->slack = err * (1 + 1e-9) + 2.0 * (M + 1) * u * abs_sum +
+               1e-12 * (abs_sum + std::fabs(base)) +
                std::numeric_limits<float>::denorm_min() * (M + 1);
   out->ok = true;
 }

@@ -28,9 +28,9 @@ struct Rescore {
   const size_t* query_of;  ///< kernel query slot -> query index
   ScanQuery* slots;
   std::atomic<float>* shared;  ///< per query, or nullptr
-  struct Shared {             ///< this task's view of `shared`, per query
-    float seen;               ///< last value read (stale is safe: it only prunes less)
-    float published;          ///< last value this task offered
+  struct Shared {              ///< this task's view of `shared`, per query
+    float seen;                ///< last value read (stale is safe: it only prunes less)
+    float published;           ///< last value this task offered
     uint32_t calls;
   }* views;
   float* bound_thr;  ///< per query: the threshold the slot's current bound was computed from
@@ -121,9 +121,10 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
     bound_thr[fast[i]] = thr;
   }
   const float inf = std::numeric_limits<float>::infinity();
-  std::vector<typename Rescore<Heap>::Shared> views(nq, typename Rescore<Heap>::Shared{inf, inf, 0});
-  Rescore<Heap> ctx{blocks, &layout, ids, n, allow, luts, lut_size, qluts, heaps, nullptr, nullptr, shared,
-              views.data(), bound_thr.data()};
+  std::vector<typename Rescore<Heap>::Shared> views(nq,
+                                                    typename Rescore<Heap>::Shared{inf, inf, 0});
+  Rescore<Heap> ctx{blocks, &layout, ids,     n,       allow,  luts,         lut_size,
+                    qluts,  heaps,   nullptr, nullptr, shared, views.data(), bound_thr.data()};
   const size_t chunk = std::max<size_t>(1, kChunkBytes / layout.block_bytes());
   for (size_t c0 = b0; c0 < b1; c0 += chunk) {
     const size_t c1 = std::min(b1, c0 + chunk);
@@ -134,7 +135,8 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
       kernel(ScanArgs{blocks, layout.block_bytes(), layout.M(), c0, c1, ng, slots.data() + g,
                       offer<Heap>, &ctx});
     }
-    for (size_t q : slow) float_scan(luts + q * lut_size, layout, blocks, n, ids, allow, c0, c1, heaps[q]);
+    for (size_t q : slow)
+      float_scan(luts + q * lut_size, layout, blocks, n, ids, allow, c0, c1, heaps[q]);
   }
 }
 

@@ -23,8 +23,10 @@ std::vector<double> principal_axis(const float* rows, int dsub, const std::vecto
     std::fill(w.begin(), w.end(), 0.0);
     for (int k : idx) {
       double p = 0;
-      for (int d = 0; d < dsub; d++) p += (rows[static_cast<size_t>(k) * dsub + d] - mean[d]) * v[d];
-      for (int d = 0; d < dsub; d++) w[d] += p * (rows[static_cast<size_t>(k) * dsub + d] - mean[d]);
+      for (int d = 0; d < dsub; d++)
+        p += (rows[static_cast<size_t>(k) * dsub + d] - mean[d]) * v[d];
+      for (int d = 0; d < dsub; d++)
+        w[d] += p * (rows[static_cast<size_t>(k) * dsub + d] - mean[d]);
     }
     double norm = 0;
     for (double x : w) norm += x * x;
@@ -36,7 +38,8 @@ std::vector<double> principal_axis(const float* rows, int dsub, const std::vecto
 }
 
 // Splits idx in halves along its principal axis until the parts have kGroupSize codewords.
-void split(const float* rows, int dsub, std::vector<int> idx, std::vector<std::vector<int>>* groups) {
+void split(const float* rows, int dsub, std::vector<int> idx,
+           std::vector<std::vector<int>>* groups) {
   if (idx.size() <= static_cast<size_t>(kGroupSize)) {
     std::sort(idx.begin(), idx.end());
     groups->push_back(std::move(idx));
@@ -80,7 +83,8 @@ void scan8_grouped_ref(const ScanArgs& a) {
 }  // namespace
 
 CodeGroups group_codewords(const Codebooks& cb) {
-  SPQ_CHECK_ARG(cb.nbits == 8, "codebooks: grouped 8-bit scan needs nbits 8, got " + std::to_string(cb.nbits));
+  SPQ_CHECK_ARG(cb.nbits == 8,
+                "codebooks: grouped 8-bit scan needs nbits 8, got " + std::to_string(cb.nbits));
   CodeGroups g;
   g.M = cb.M;
   g.to_internal.resize(static_cast<size_t>(cb.M) * 256);

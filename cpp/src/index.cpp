@@ -35,7 +35,8 @@ Index::Index(Codebooks codebooks, Metric metric)
     : cb_(std::move(codebooks)),
       metric_(metric),
       layout_(cb_.M, cb_.nbits,
-              cb_.nbits == 8 ? std::make_shared<const CodeGroups>(group_codewords(cb_)) : nullptr) {}
+              cb_.nbits == 8 ? std::make_shared<const CodeGroups>(group_codewords(cb_)) : nullptr) {
+}
 Index::~Index() = default;
 
 size_t Index::ntotal() const {
@@ -95,12 +96,14 @@ IdMode Index::id_mode() const {
 
 void Index::check_id_mode(const int64_t* ids, size_t n) const {
   if (ids) {
-    SPQ_CHECK_ARG(id_mode_ != IdMode::Sequential,
-                  "ids: this index assigns ids itself (earlier adds gave none); call add without ids");
+    SPQ_CHECK_ARG(
+        id_mode_ != IdMode::Sequential,
+        "ids: this index assigns ids itself (earlier adds gave none); call add without ids");
     check_new_ids(ids, n);
   } else {
-    SPQ_CHECK_ARG(id_mode_ != IdMode::Explicit,
-                  "ids: this index holds user-given ids (earlier adds gave them); pass ids= here too");
+    SPQ_CHECK_ARG(
+        id_mode_ != IdMode::Explicit,
+        "ids: this index holds user-given ids (earlier adds gave them); pass ids= here too");
     SPQ_CHECK_ARG(next_id_ <= INT64_MAX - 1 - static_cast<int64_t>(n), "ids: id space exhausted");
   }
 }
@@ -216,7 +219,8 @@ void Index::merge_from(const Index& other, bool shift_ids) {
                     ", this index's are not");
   const int64_t shift = shift_ids ? next_id_ : 0;
   SPQ_CHECK_ARG(other.next_id_ <= INT64_MAX - 1 - shift, "shift_ids: id space exhausted");
-  const bool continues = !ids_stored_ && !other.ids_stored_ && shift == static_cast<int64_t>(ntotal_);
+  const bool continues =
+      !ids_stored_ && !other.ids_stored_ && shift == static_cast<int64_t>(ntotal_);
   std::vector<int64_t> ids;
   if (!continues) {
     ids.resize(n);
@@ -236,12 +240,12 @@ void Index::check_k(size_t nq, int64_t k) {
   SPQ_CHECK_ARG(k >= 1, "k: must be >= 1, got " + std::to_string(k));
   constexpr uint64_t kMaxResultBytes = uint64_t{1} << 62;  // beyond any address space
   SPQ_CHECK_ARG(static_cast<uint64_t>(k) <= kMaxResultBytes / 12 / std::max<uint64_t>(nq, 1),
-                "k: " + std::to_string(k) + " is too large: results of shape (" + std::to_string(nq) +
-                    ", " + std::to_string(k) + ") cannot be addressed");
+                "k: " + std::to_string(k) + " is too large: results of shape (" +
+                    std::to_string(nq) + ", " + std::to_string(k) + ") cannot be addressed");
 }
 
-void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
-                   const int64_t* allow, size_t n_allow) const {
+void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I, const int64_t* allow,
+                   size_t n_allow) const {
   check_k(nq, static_cast<int64_t>(k));
   std::shared_lock<WriterPreferringMutex> lock(mu_);
   BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};

@@ -11,9 +11,9 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <system_error>
 #include <thread>
-#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -40,8 +40,16 @@ struct Header {
 
 void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void put_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
-uint32_t get_u32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
-uint64_t get_u64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+uint32_t get_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t get_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 
 /// Sequential writer that hashes everything it writes.
 class Writer {
@@ -88,7 +96,8 @@ class Writer {
 /// Sequential reader over a file descriptor that hashes everything it reads.
 class Reader {
  public:
-  Reader(int fd, const std::string& path, bool hash = true) : fd_(fd), path_(path), hash_on_(hash) {}
+  Reader(int fd, const std::string& path, bool hash = true)
+      : fd_(fd), path_(path), hash_on_(hash) {}
   void read(void* dst, size_t len) {
     uint8_t* p = static_cast<uint8_t*>(dst);
     size_t left = len;
@@ -98,7 +107,9 @@ class Reader {
         if (errno == EINTR) continue;
         throw IoError(errno, "cannot read index file", path_);
       }
-      if (r == 0) throw std::invalid_argument("index file " + path_ + ": truncated (file changed while reading?)");
+      if (r == 0)
+        throw std::invalid_argument("index file " + path_ +
+                                    ": truncated (file changed while reading?)");
       p += r;
       left -= static_cast<size_t>(r);
     }
@@ -164,7 +175,8 @@ Header parse_header(const uint8_t* prefix, size_t prefix_len, size_t file_bytes,
     if (hd.flags & ~(kFlagIdsStored | kFlagIdsAscending))
       bad_file(path, "unknown flags " + std::to_string(hd.flags));
     if (get_u32(h + 40) != kBlockRows) bad_file(path, "bad block rows");
-    if (get_u32(h + 44) != CodeLayout(hd.M, hd.nbits).block_bytes()) bad_file(path, "bad block bytes");
+    if (get_u32(h + 44) != CodeLayout(hd.M, hd.nbits).block_bytes())
+      bad_file(path, "bad block bytes");
     // Implicit ids are the rows 0..n-1, which only assigned ids can be.
     if (!(hd.flags & kFlagIdsStored) && (hd.id_mode == 2 || hd.next_id != hd.ntotal))
       bad_file(path, "ids missing (flags say none are stored)");
@@ -296,8 +308,8 @@ void populate_async(const std::shared_ptr<FileMapping>& m, size_t offset, size_t
 
 }  // namespace
 
-FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits,
-                       uint64_t ntotal, bool ids_stored) {
+FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits, uint64_t ntotal,
+                       bool ids_stored) {
   FileLayout l{};
   const size_t K = size_t{1} << nbits;
   l.codebooks_bytes = 4 * K * dim;  // M * K * dsub floats; dim <= 2^24 so no overflow
@@ -367,8 +379,10 @@ static void write_blocks(Writer& w, const CodeLayout& cl, const uint8_t* blocks,
 
 void Index::save(const std::string& path) const {
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  const FileLayout layout = file_layout(kFormatVersion, dim(), cb_.M, cb_.nbits, ntotal_, ids_stored_);
-  const uint32_t flags = (ids_stored_ ? kFlagIdsStored : 0) | (ids_ascending_ ? kFlagIdsAscending : 0);
+  const FileLayout layout =
+      file_layout(kFormatVersion, dim(), cb_.M, cb_.nbits, ntotal_, ids_stored_);
+  const uint32_t flags =
+      (ids_stored_ ? kFlagIdsStored : 0) | (ids_ascending_ ? kFlagIdsAscending : 0);
   atomic_write(path, [&](Writer& w) {
     write_head(w, cb_, metric_, id_mode_, ntotal_, static_cast<uint64_t>(next_id_), flags, layout);
     write_blocks(w, layout_, blocks_ptr(), layout.codes_bytes);
@@ -397,9 +411,10 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
   FileLayout layout;
   const Header hd = parse_header(of.prefix, of.prefix_len, of.bytes, path, &layout);
   if (hd.version == 1 && mmap)
-    bad_file(path, "format version 1 cannot be memory-mapped (its codes are not in the search "
-                   "layout); load it with mmap=False, or convert it once with "
-                   "`spqindex upgrade OLD NEW`");
+    bad_file(path,
+             "format version 1 cannot be memory-mapped (its codes are not in the search "
+             "layout); load it with mmap=False, or convert it once with "
+             "`spqindex upgrade OLD NEW`");
   const size_t ntotal = hd.ntotal;
   const size_t cb_offset = hd.version == 1 ? kCodebooksOffsetV1 : kCodebooksOffset;
   const CodeLayout cl(static_cast<int>(hd.M), static_cast<int>(hd.nbits));
@@ -417,13 +432,15 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
       bad_file(path, "checksum mismatch (corrupted)");
     codes_p = base + layout.codes_offset;
     if (hd.ids_stored()) ids_p = reinterpret_cast<const int64_t*>(base + layout.ids_offset);
-    if (!verify) populate_async(mapping, layout.codes_offset, layout.codes_bytes + layout.ids_bytes);
+    if (!verify)
+      populate_async(mapping, layout.codes_offset, layout.codes_bytes + layout.ids_bytes);
   } else {
     // The prefix read may already hold the first codebook bytes (v1: header is 12 bytes shorter).
     const size_t cb_end = cb_offset + layout.codebooks_bytes;
     const size_t have = of.prefix_len > cb_offset ? std::min(of.prefix_len, cb_end) - cb_offset : 0;
     std::memcpy(centroids.data(), of.prefix + cb_offset, have);
-    reader->read(reinterpret_cast<uint8_t*>(centroids.data()) + have, layout.codebooks_bytes - have);
+    reader->read(reinterpret_cast<uint8_t*>(centroids.data()) + have,
+                 layout.codebooks_bytes - have);
     reader->skip(layout.codes_offset - std::max(of.prefix_len, cb_end));
     codes.resize(layout.codes_bytes);
     reader->read(codes.data(), layout.codes_bytes);
@@ -494,9 +511,9 @@ FileSummary verify_file(const std::string& path) {
   FileLayout layout;
   const Header hd = parse_header(prefix, len, of.bytes, path, &layout);
   auto index = Index::load(path, hd.version != 1, true);
-  return FileSummary{hd.version, hd.dim,     hd.M,          hd.nbits,
-                     hd.metric,  hd.id_mode, hd.ntotal,     hd.next_id,
-                     IndexFile::ids_stored(*index)};
+  return FileSummary{hd.version, hd.dim,     hd.M,
+                     hd.nbits,   hd.metric,  hd.id_mode,
+                     hd.ntotal,  hd.next_id, IndexFile::ids_stored(*index)};
 }
 
 void merge_files(const std::string& out, const std::vector<std::string>& inputs, bool shift_ids) {
@@ -548,7 +565,8 @@ void merge_files(const std::string& out, const std::vector<std::string>& inputs,
   const CodeLayout cl(first->codebooks().M, first->codebooks().nbits);
   const FileLayout layout =
       file_layout(kFormatVersion, first->dim(), cl.M(), cl.nbits(), ntotal, stored);
-  const uint32_t flags = (stored ? kFlagIdsStored : 0) | (stored && !ascending ? 0 : kFlagIdsAscending);
+  const uint32_t flags =
+      (stored ? kFlagIdsStored : 0) | (stored && !ascending ? 0 : kFlagIdsAscending);
   // Pass 2: stream. Codes go through a chunk of whole output blocks.
   atomic_write(out, [&](Writer& w) {
     write_head(w, first->codebooks(), first->metric(), mode, ntotal, next_id, flags, layout);

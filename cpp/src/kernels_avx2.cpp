@@ -35,8 +35,8 @@ void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
   for (; k + 8 <= K; k += 8) {
     __m256 acc = _mm256_setzero_ps();
     for (int d = 0; d < dsub; d++)
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(x[d]),
-                                             _mm256_loadu_ps(ct + (size_t)d * K + k)));
+      acc = _mm256_add_ps(
+          acc, _mm256_mul_ps(_mm256_set1_ps(x[d]), _mm256_loadu_ps(ct + (size_t)d * K + k)));
     _mm256_storeu_ps(dot + k, acc);
   }
   for (; k < K; k++) {
@@ -45,7 +45,6 @@ void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
     dot[k] = acc;
   }
 }
-
 
 // Running minimum per lane over chunks of 8 codewords (strict <, so each lane keeps its first
 // minimum), then the smallest index among the lanes holding the overall minimum. Distances are
@@ -135,8 +134,9 @@ __m128 tau4(__m128 amin, __m128 xn, const TauBound& tb) {
   t = _mm256_add_pd(t, _mm256_add_pd(_mm256_mul_pd(_mm256_and_pd(t, absmask), _mm256_set1_pd(1e-6)),
                                      _mm256_set1_pd(tb.tiny)));
   // In range: xn < 1e35 and amin finite (|amin| < inf); else NaN.
-  const __m256d in = _mm256_and_pd(_mm256_cmp_pd(x, _mm256_set1_pd(1e35), _CMP_LT_OQ),
-                                   _mm256_cmp_pd(_mm256_and_pd(a, absmask), _mm256_set1_pd(__builtin_inf()), _CMP_LT_OQ));
+  const __m256d in = _mm256_and_pd(
+      _mm256_cmp_pd(x, _mm256_set1_pd(1e35), _CMP_LT_OQ),
+      _mm256_cmp_pd(_mm256_and_pd(a, absmask), _mm256_set1_pd(__builtin_inf()), _CMP_LT_OQ));
   t = _mm256_blendv_pd(_mm256_set1_pd(__builtin_nan("")), t, in);
   // cvtpd_ps rounds to nearest: add one float ulp of margin by rounding up explicitly.
   const __m128 f = _mm256_cvtpd_ps(t);
@@ -183,12 +183,14 @@ void nearest_lanes(const float* const* xs, const float* rows, const float* ct, c
     vmin = _mm256_min_ps(a, vmin);  // equal or NaN: keeps vmin, like the strict < above
     vidx = _mm256_blendv_epi8(vidx, _mm256_set1_epi32(k), _mm256_castps_si256(lt));
   }
-  const __m256 tau = _mm256_set_m128(tau4(_mm256_extractf128_ps(vmin, 1), _mm256_extractf128_ps(xn, 1), tb),
-                                     tau4(_mm256_castps256_ps128(vmin), _mm256_castps256_ps128(xn), tb));
+  const __m256 tau =
+      _mm256_set_m128(tau4(_mm256_extractf128_ps(vmin, 1), _mm256_extractf128_ps(xn, 1), tb),
+                      tau4(_mm256_castps256_ps128(vmin), _mm256_castps256_ps128(xn), tb));
   // Pass 2: candidates per lane (compare masks are -1).
   __m256i cnt = _mm256_setzero_si256();
   for (int k = 0; k < K; k++)
-    cnt = _mm256_sub_epi32(cnt, _mm256_castps_si256(_mm256_cmp_ps(_mm256_load_ps(approx + (size_t)k * kLanes), tau, _CMP_LE_OQ)));
+    cnt = _mm256_sub_epi32(cnt, _mm256_castps_si256(_mm256_cmp_ps(
+                                    _mm256_load_ps(approx + (size_t)k * kLanes), tau, _CMP_LE_OQ)));
   alignas(32) int count[kLanes], idx[kLanes];
   alignas(32) float tauv[kLanes];
   _mm256_store_si256(reinterpret_cast<__m256i*>(count), cnt);
@@ -233,10 +235,18 @@ void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, con
     for (size_t l = 0; l < kLanes; l++) xs[l] = x + (i + (l < nv ? l : nv - 1)) * stride;
     int best[kLanes];
     switch (dsub) {
-      case 4: nearest_lanes<4>(xs, rows, ct, norms, tb, K, dsub, best, approx); break;
-      case 8: nearest_lanes<8>(xs, rows, ct, norms, tb, K, dsub, best, approx); break;
-      case 16: nearest_lanes<16>(xs, rows, ct, norms, tb, K, dsub, best, approx); break;
-      default: nearest_lanes<0>(xs, rows, ct, norms, tb, K, dsub, best, approx); break;
+      case 4:
+        nearest_lanes<4>(xs, rows, ct, norms, tb, K, dsub, best, approx);
+        break;
+      case 8:
+        nearest_lanes<8>(xs, rows, ct, norms, tb, K, dsub, best, approx);
+        break;
+      case 16:
+        nearest_lanes<16>(xs, rows, ct, norms, tb, K, dsub, best, approx);
+        break;
+      default:
+        nearest_lanes<0>(xs, rows, ct, norms, tb, K, dsub, best, approx);
+        break;
     }
     for (size_t l = 0; l < nv; l++) {
       const int k = best[l] >= 0 ? best[l] : nearest_exact(xs[l], ct, K, dsub);
@@ -245,8 +255,8 @@ void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, con
   }
 }
 
-int nearest(const float* x, const float* ct, const float* rows, const float* norms,
-            double max_norm, int K, int dsub) {
+int nearest(const float* x, const float* ct, const float* rows, const float* norms, double max_norm,
+            int K, int dsub) {
   uint8_t k;
   nearest_batch(x, 1, 0, ct, rows, norms, max_norm, K, dsub, &k, 1);
   return k;

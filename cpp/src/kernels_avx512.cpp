@@ -36,8 +36,8 @@ void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
   for (; k + 16 <= K; k += 16) {
     __m512 acc = _mm512_setzero_ps();
     for (int d = 0; d < dsub; d++)
-      acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(x[d]),
-                                             _mm512_loadu_ps(ct + (size_t)d * K + k)));
+      acc = _mm512_add_ps(
+          acc, _mm512_mul_ps(_mm512_set1_ps(x[d]), _mm512_loadu_ps(ct + (size_t)d * K + k)));
     _mm512_storeu_ps(dot + k, acc);
   }
   for (; k < K; k++) {
@@ -46,7 +46,6 @@ void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
     dot[k] = acc;
   }
 }
-
 
 // Running minimum per lane over chunks of 16 codewords (strict <, so each lane keeps its first
 // minimum), then the smallest index among the lanes holding the overall minimum. Distances are
@@ -170,7 +169,9 @@ void nearest_lanes(const float* const* xs, const float* rows, const float* norms
   __m512i cnt = _mm512_setzero_si512();
   const __m512i one = _mm512_set1_epi32(1);
   for (int k = 0; k < K; k++)
-    cnt = _mm512_mask_add_epi32(cnt, _mm512_cmp_ps_mask(_mm512_load_ps(approx + (size_t)k * kLanes), tau, _CMP_LE_OQ), cnt, one);
+    cnt = _mm512_mask_add_epi32(
+        cnt, _mm512_cmp_ps_mask(_mm512_load_ps(approx + (size_t)k * kLanes), tau, _CMP_LE_OQ), cnt,
+        one);
   alignas(64) int count[kLanes], idx[kLanes];
   alignas(64) float tauv[kLanes];
   _mm512_store_si512(count, cnt);
@@ -214,10 +215,18 @@ void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, con
     for (size_t l = 0; l < kLanes; l++) xs[l] = x + (i + (l < nv ? l : nv - 1)) * stride;
     int best[kLanes];
     switch (dsub) {
-      case 4: nearest_lanes<4>(xs, rows, norms, tb, K, dsub, best, approx); break;
-      case 8: nearest_lanes<8>(xs, rows, norms, tb, K, dsub, best, approx); break;
-      case 16: nearest_lanes<16>(xs, rows, norms, tb, K, dsub, best, approx); break;
-      default: nearest_lanes<0>(xs, rows, norms, tb, K, dsub, best, approx); break;
+      case 4:
+        nearest_lanes<4>(xs, rows, norms, tb, K, dsub, best, approx);
+        break;
+      case 8:
+        nearest_lanes<8>(xs, rows, norms, tb, K, dsub, best, approx);
+        break;
+      case 16:
+        nearest_lanes<16>(xs, rows, norms, tb, K, dsub, best, approx);
+        break;
+      default:
+        nearest_lanes<0>(xs, rows, norms, tb, K, dsub, best, approx);
+        break;
     }
     for (size_t l = 0; l < nv; l++) {
       const int k = best[l] >= 0 ? best[l] : nearest_exact(xs[l], ct, K, dsub);
@@ -226,8 +235,8 @@ void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, con
   }
 }
 
-int nearest(const float* x, const float* ct, const float* rows, const float* norms,
-            double max_norm, int K, int dsub) {
+int nearest(const float* x, const float* ct, const float* rows, const float* norms, double max_norm,
+            int K, int dsub) {
   uint8_t k;
   nearest_batch(x, 1, 0, ct, rows, norms, max_norm, K, dsub, &k, 1);
   return k;
@@ -240,9 +249,11 @@ int nearest(const float* x, const float* ct, const float* rows, const float* nor
 Kernels avx512_kernels(bool vbmi) {
   Kernels k{SimdLevel::AVX512, subspace_l2, subspace_ip, nearest, nearest_batch};
   k.scan4 = scan4_avx512();
-  if (vbmi) k.scan8 = scan8_avx512vbmi();
-  else k.scan8_grouped = scan8_grouped_avx2();  // AVX2 code runs on every AVX-512 CPU
-  k.sums4 = sums4_avx2();  // AVX2 code runs on every AVX-512 CPU
+  if (vbmi)
+    k.scan8 = scan8_avx512vbmi();
+  else
+    k.scan8_grouped = scan8_grouped_avx2();  // AVX2 code runs on every AVX-512 CPU
+  k.sums4 = sums4_avx2();                    // AVX2 code runs on every AVX-512 CPU
   k.sums8 = sums8_scalar();
   return k;
 }

@@ -27,7 +27,6 @@ void subspace_ip(const float* x, const float* ct, int K, int dsub, float* dot) {
   }
 }
 
-
 int nearest(const float* x, const float* ct, const float*, const float*, double, int K, int dsub) {
   float dist[256];
   subspace_l2(x, ct, K, dsub, dist);
@@ -64,7 +63,10 @@ void sums8(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b
     for (int j = 0; j < 64; j++) o[j] = 0;
     for (int m = 0; m < M; m++)
       for (int j = 0; j < 64; j++)
-        o[j] = static_cast<uint16_t>(o[j] + qlut[m * 256 + blk[static_cast<size_t>(m) * 64 + CodeLayout::pos8(static_cast<size_t>(j))]]);
+        o[j] = static_cast<uint16_t>(
+            o[j] +
+            qlut[m * 256 +
+                 blk[static_cast<size_t>(m) * 64 + CodeLayout::pos8(static_cast<size_t>(j))]]);
   }
 }
 

@@ -13,9 +13,12 @@ Metric metric_from_string(const std::string& name) {
 
 const char* metric_name(Metric metric) {
   switch (metric) {
-    case Metric::L2: return "l2";
-    case Metric::SPQ: return "spq";
-    case Metric::IP: return "ip";
+    case Metric::L2:
+      return "l2";
+    case Metric::SPQ:
+      return "spq";
+    case Metric::IP:
+      return "ip";
   }
   return "?";
 }

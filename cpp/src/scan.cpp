@@ -9,8 +9,8 @@ namespace {
 // Offers rows [begin, end) scored by `score(row_ptr)`; the threshold is cached so that the
 // common case (a candidate worse than the k-th) costs one compare.
 template <typename Score>
-void scan_rows(const uint8_t* codes, size_t code_size, const int64_t* ids, size_t begin,
-               size_t end, TopK& topk, Score score) {
+void scan_rows(const uint8_t* codes, size_t code_size, const int64_t* ids, size_t begin, size_t end,
+               TopK& topk, Score score) {
   float thr = topk.threshold();
   for (size_t i = begin; i < end; i++) {
     const float d = score(codes + i * code_size);

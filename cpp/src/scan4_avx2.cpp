@@ -26,15 +26,16 @@ void scan4_nq(const ScanArgs& a) {
       __m256i acc[NQ], acch[NQ];
       for (int qi = 0; qi < NQ; qi++) acc[qi] = acch[qi] = _mm256_setzero_si256();
       for (int p = 0; p < P; p++) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
+        const __m256i c =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
         const __m256i clo = _mm256_and_si256(c, nib);
         const __m256i chi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
         for (int qi = 0; qi < NQ; qi++) {
           const uint8_t* t = a.queries[qi].qlut + p * 64;
           const __m256i vl =
               _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)), clo);
-          const __m256i vh =
-              _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)), chi);
+          const __m256i vh = _mm256_shuffle_epi8(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)), chi);
           const __m256i v = _mm256_add_epi8(vl, vh);  // <= 254: no carry into the next byte
           acc[qi] = _mm256_add_epi16(acc[qi], v);
           acch[qi] = _mm256_add_epi16(acch[qi], _mm256_srli_epi16(v, 8));
@@ -44,7 +45,7 @@ void scan4_nq(const ScanArgs& a) {
         const int32_t bound = a.queries[qi].bound;
         if (bound < 0) continue;
         const __m256i lo = _mm256_sub_epi16(acc[qi], _mm256_slli_epi16(acch[qi], 8));  // rows i
-        const __m256i hi = acch[qi];                                                    // rows 16+i
+        const __m256i hi = acch[qi];                                                   // rows 16+i
         const __m256i bnd = _mm256_set1_epi16(static_cast<short>(static_cast<uint16_t>(bound)));
         const __m256i le_lo = _mm256_cmpeq_epi16(_mm256_min_epu16(lo, bnd), lo);
         const __m256i le_hi = _mm256_cmpeq_epi16(_mm256_min_epu16(hi, bnd), hi);
@@ -59,10 +60,14 @@ void scan4_nq(const ScanArgs& a) {
 
 void scan4(const ScanArgs& a) {
   switch (a.nq) {
-    case 1: return scan4_nq<1>(a);
-    case 2: return scan4_nq<2>(a);
-    case 3: return scan4_nq<3>(a);
-    default: return scan4_nq<4>(a);
+    case 1:
+      return scan4_nq<1>(a);
+    case 2:
+      return scan4_nq<2>(a);
+    case 3:
+      return scan4_nq<3>(a);
+    default:
+      return scan4_nq<4>(a);
   }
 }
 
@@ -76,12 +81,14 @@ void sums4(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b
     for (int h = 0; h < 2; h++) {
       __m256i acc = _mm256_setzero_si256(), acch = _mm256_setzero_si256();
       for (int p = 0; p < P; p++) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
+        const __m256i c =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
         const uint8_t* t = qlut + p * 64;
         const __m256i vl = _mm256_shuffle_epi8(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)), _mm256_and_si256(c, nib));
-        const __m256i vh = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)),
-                                               _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
+        const __m256i vh =
+            _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)),
+                                _mm256_and_si256(_mm256_srli_epi16(c, 4), nib));
         const __m256i v = _mm256_add_epi8(vl, vh);
         acc = _mm256_add_epi16(acc, v);
         acch = _mm256_add_epi16(acch, _mm256_srli_epi16(v, 8));

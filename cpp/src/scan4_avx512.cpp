@@ -32,7 +32,8 @@ void scan4_nq(const ScanArgs& a) {
         const __m512i vl = _mm512_shuffle_epi8(
             _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t))), clo);
         const __m512i vh = _mm512_shuffle_epi8(
-            _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32))), chi);
+            _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32))),
+            chi);
         const __m512i v = _mm512_add_epi8(vl, vh);  // <= 254: no carry into the next byte
         acc[qi] = _mm512_add_epi16(acc[qi], v);
         acch[qi] = _mm512_add_epi16(acch[qi], _mm512_srli_epi16(v, 8));
@@ -46,8 +47,8 @@ void scan4_nq(const ScanArgs& a) {
       const uint64_t le_lo = _mm512_cmple_epu16_mask(lo, bnd);        // rows i, 32+i
       const uint64_t le_hi = _mm512_cmple_epu16_mask(acch[qi], bnd);  // rows 16+i, 48+i
       if (le_lo | le_hi) {
-        const uint64_t mask = (le_lo & 0xFFFF) | (le_hi & 0xFFFF) << 16 |
-                              (le_lo >> 16) << 32 | (le_hi >> 16) << 48;
+        const uint64_t mask =
+            (le_lo & 0xFFFF) | (le_hi & 0xFFFF) << 16 | (le_lo >> 16) << 32 | (le_hi >> 16) << 48;
         a.sink(a.ctx, qi, b, mask);
       }
     }
@@ -56,10 +57,14 @@ void scan4_nq(const ScanArgs& a) {
 
 void scan4(const ScanArgs& a) {
   switch (a.nq) {
-    case 1: return scan4_nq<1>(a);
-    case 2: return scan4_nq<2>(a);
-    case 3: return scan4_nq<3>(a);
-    default: return scan4_nq<4>(a);
+    case 1:
+      return scan4_nq<1>(a);
+    case 2:
+      return scan4_nq<2>(a);
+    case 3:
+      return scan4_nq<3>(a);
+    default:
+      return scan4_nq<4>(a);
   }
 }
 

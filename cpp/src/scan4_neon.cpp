@@ -38,8 +38,10 @@ void scan4_nq(const ScanArgs& a) {
           const uint8_t* t = a.queries[qi].qlut + p * 64;
           const uint8x16_t tl = vld1q_u8(t), th = vld1q_u8(t + 32);
           // <= 254: no carry between the bytes of a uint16 lane.
-          const uint16x8_t v0 = vreinterpretq_u16_u8(vaddq_u8(vqtbl1q_u8(tl, lo0), vqtbl1q_u8(th, hi0)));
-          const uint16x8_t v1 = vreinterpretq_u16_u8(vaddq_u8(vqtbl1q_u8(tl, lo1), vqtbl1q_u8(th, hi1)));
+          const uint16x8_t v0 =
+              vreinterpretq_u16_u8(vaddq_u8(vqtbl1q_u8(tl, lo0), vqtbl1q_u8(th, hi0)));
+          const uint16x8_t v1 =
+              vreinterpretq_u16_u8(vaddq_u8(vqtbl1q_u8(tl, lo1), vqtbl1q_u8(th, hi1)));
           acc[qi][0] = vaddq_u16(acc[qi][0], vandq_u16(v0, low));
           acc[qi][1] = vaddq_u16(acc[qi][1], vandq_u16(v1, low));
           acc[qi][2] = vaddq_u16(acc[qi][2], vshrq_n_u16(v0, 8));
@@ -51,7 +53,8 @@ void scan4_nq(const ScanArgs& a) {
         if (bound < 0) continue;
         const uint16x8_t bnd = vdupq_n_u16(static_cast<uint16_t>(bound));
         uint64_t m = 0;
-        for (int j = 0; j < 4; j++) m |= static_cast<uint64_t>(movemask8(vcleq_u16(acc[qi][j], bnd))) << (8 * j);
+        for (int j = 0; j < 4; j++)
+          m |= static_cast<uint64_t>(movemask8(vcleq_u16(acc[qi][j], bnd))) << (8 * j);
         mask[qi] |= m << (32 * h);
       }
     }
@@ -62,10 +65,14 @@ void scan4_nq(const ScanArgs& a) {
 
 void scan4(const ScanArgs& a) {
   switch (a.nq) {
-    case 1: return scan4_nq<1>(a);
-    case 2: return scan4_nq<2>(a);
-    case 3: return scan4_nq<3>(a);
-    default: return scan4_nq<4>(a);
+    case 1:
+      return scan4_nq<1>(a);
+    case 2:
+      return scan4_nq<2>(a);
+    case 3:
+      return scan4_nq<3>(a);
+    default:
+      return scan4_nq<4>(a);
   }
 }
 

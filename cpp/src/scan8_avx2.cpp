@@ -24,9 +24,12 @@ void scan8_nq(const ScanArgs& a) {
       __m256i hi[2];
       for (int h = 0; h < 2; h++)
         hi[h] = _mm256_and_si256(
-            _mm256_srli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + m * 64 + h * 32)), 4), nib);
+            _mm256_srli_epi16(
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + m * 64 + h * 32)), 4),
+            nib);
       for (int qi = 0; qi < NQ; qi++) {
-        const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.queries[qi].qlut + m * 32));
+        const __m256i t =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.queries[qi].qlut + m * 32));
         for (int h = 0; h < 2; h++) {
           const __m256i v = _mm256_shuffle_epi8(t, hi[h]);
           acc[qi][h] = _mm256_add_epi16(acc[qi][h], v);
@@ -57,10 +60,14 @@ void scan8_nq(const ScanArgs& a) {
 
 void scan8(const ScanArgs& a) {
   switch (a.nq) {
-    case 1: return scan8_nq<1>(a);
-    case 2: return scan8_nq<2>(a);
-    case 3: return scan8_nq<3>(a);
-    default: return scan8_nq<4>(a);
+    case 1:
+      return scan8_nq<1>(a);
+    case 2:
+      return scan8_nq<2>(a);
+    case 3:
+      return scan8_nq<3>(a);
+    default:
+      return scan8_nq<4>(a);
   }
 }
 

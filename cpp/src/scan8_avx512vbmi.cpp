@@ -26,10 +26,10 @@ void scan8_nq(const ScanArgs& a) {
       const __mmask64 upper = _mm512_movepi8_mask(idx);  // index >= 128
       for (int qi = 0; qi < NQ; qi++) {
         const uint8_t* t = a.queries[qi].qlut + m * 256;
-        const __m512i r0 = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), idx,
-                                                    _mm512_loadu_si512(t + 64));
-        const __m512i r1 = _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), idx,
-                                                    _mm512_loadu_si512(t + 192));
+        const __m512i r0 =
+            _mm512_permutex2var_epi8(_mm512_loadu_si512(t), idx, _mm512_loadu_si512(t + 64));
+        const __m512i r1 =
+            _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), idx, _mm512_loadu_si512(t + 192));
         const __m512i v = _mm512_mask_blend_epi8(upper, r0, r1);
         acc[qi] = _mm512_add_epi16(acc[qi], v);
         acch[qi] = _mm512_add_epi16(acch[qi], _mm512_srli_epi16(v, 8));
@@ -49,10 +49,14 @@ void scan8_nq(const ScanArgs& a) {
 
 void scan8(const ScanArgs& a) {
   switch (a.nq) {
-    case 1: return scan8_nq<1>(a);
-    case 2: return scan8_nq<2>(a);
-    case 3: return scan8_nq<3>(a);
-    default: return scan8_nq<4>(a);
+    case 1:
+      return scan8_nq<1>(a);
+    case 2:
+      return scan8_nq<2>(a);
+    case 3:
+      return scan8_nq<3>(a);
+    default:
+      return scan8_nq<4>(a);
   }
 }
 

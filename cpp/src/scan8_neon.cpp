@@ -63,10 +63,14 @@ void scan8_nq(const ScanArgs& a) {
 
 void scan8(const ScanArgs& a) {
   switch (a.nq) {
-    case 1: return scan8_nq<1>(a);
-    case 2: return scan8_nq<2>(a);
-    case 3: return scan8_nq<3>(a);
-    default: return scan8_nq<4>(a);
+    case 1:
+      return scan8_nq<1>(a);
+    case 2:
+      return scan8_nq<2>(a);
+    case 3:
+      return scan8_nq<3>(a);
+    default:
+      return scan8_nq<4>(a);
   }
 }
 

@@ -37,9 +37,10 @@ Luts prepare_luts(const Codebooks& cb, Metric metric, const CodeLayout& layout, 
   // permuted, so rescoring is unchanged); without a byte-permute kernel, the grouped one.
   const CodeGroups* groups = layout.groups();
   const bool grouped = groups && !kern.scan8 && kern.scan8_grouped;
-  l.kernel = layout.kind() == CodeLayout::Kind::Fast4   ? kern.scan4
-             : layout.kind() == CodeLayout::Kind::Fast8 ? (grouped ? kern.scan8_grouped : kern.scan8)
-                                                        : nullptr;
+  l.kernel = layout.kind() == CodeLayout::Kind::Fast4 ? kern.scan4
+             : layout.kind() == CodeLayout::Kind::Fast8
+                 ? (grouped ? kern.scan8_grouped : kern.scan8)
+                 : nullptr;
   l.lut_size = static_cast<size_t>(cb.M) * cb.K;
   l.luts.resize(nq * l.lut_size);
   l.qluts.resize(l.kernel ? nq : 0);
@@ -77,11 +78,13 @@ SumsKernel select_kernel(const Luts& L, const CodeLayout& layout, const BlockSou
 
 /// Top-k of blocks [b0, b1) for queries [0, nq) of the given LUTs into heaps: select_topk for
 /// the queries with a usable quantized LUT when `sums` is set, scan_topk for the rest.
-void scan_blocks(SumsKernel sums, ScanKernel kernel, const CodeLayout& layout, const BlockSource& src,
-                 const int64_t* heap_ids, const float* luts, size_t lut_size, const QuantizedLut* ql,
-                 size_t nq, size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared) {
+void scan_blocks(SumsKernel sums, ScanKernel kernel, const CodeLayout& layout,
+                 const BlockSource& src, const int64_t* heap_ids, const float* luts,
+                 size_t lut_size, const QuantizedLut* ql, size_t nq, size_t b0, size_t b1,
+                 TopK* heaps, std::atomic<float>* shared) {
   if (!sums) {
-    scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1, heaps, shared, src.allow);
+    scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1, heaps, shared,
+              src.allow);
     return;
   }
   SelectScratch scratch;
@@ -97,7 +100,8 @@ void scan_blocks(SumsKernel sums, ScanKernel kernel, const CodeLayout& layout, c
 
 /// Whether one task per query range is best (else every query is split over the blocks).
 bool split_queries(size_t nq, size_t nblocks) {
-  return nq >= static_cast<size_t>(get_num_threads()) || nblocks < 2 * (kMinRowsPerTask / kBlockRows);
+  return nq >= static_cast<size_t>(get_num_threads()) ||
+         nblocks < 2 * (kMinRowsPerTask / kBlockRows);
 }
 
 }  // namespace
@@ -161,9 +165,9 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
   }
 }
 
-void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src,
-                         const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
-                         std::vector<float>* D, std::vector<int64_t>* I) {
+void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, const float* q,
+                         size_t nq, float radius, std::vector<int64_t>* lims, std::vector<float>* D,
+                         std::vector<int64_t>* I) {
   const bool negate = metric_is_similarity(metric);
   lims->assign(nq + 1, 0);
   D->clear();
@@ -188,25 +192,28 @@ void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& 
     });
   } else {
     const size_t min_blocks = kMinRowsPerTask / kBlockRows;
-    const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(get_num_threads()));
+    const size_t ntasks =
+        std::min(nblocks / min_blocks, 4 * static_cast<size_t>(get_num_threads()));
     const size_t per = (nblocks + ntasks - 1) / ntasks;
     std::vector<std::vector<RangeHits>> partial(ntasks, std::vector<RangeHits>(nq, RangeHits(thr)));
     parallel_for(ntasks, [&](size_t t) {
       const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
       if (b0 < b1)
-        scan_range(L.kernel, layout, src.blocks, src.n, heap_ids, L.luts.data(), L.quantized(0),
-                   nq, b0, b1, partial[t].data(), src.allow);
+        scan_range(L.kernel, layout, src.blocks, src.n, heap_ids, L.luts.data(), L.quantized(0), nq,
+                   b0, b1, partial[t].data(), src.allow);
     });
     for (size_t qi = 0; qi < nq; qi++)
       for (size_t t = 0; t < ntasks; t++)
-        hits[qi].hits.insert(hits[qi].hits.end(), partial[t][qi].hits.begin(), partial[t][qi].hits.end());
+        hits[qi].hits.insert(hits[qi].hits.end(), partial[t][qi].hits.begin(),
+                             partial[t][qi].hits.end());
   }
   for (size_t qi = 0; qi < nq; qi++) {
     auto& h = hits[qi].hits;
     if (src.ids && !heap_ids)
       for (Candidate& c : h) c.id = src.ids[c.id];
-    std::sort(h.begin(), h.end(),
-              [](const Candidate& a, const Candidate& b) { return better(a.dis, a.id, b.dis, b.id); });
+    std::sort(h.begin(), h.end(), [](const Candidate& a, const Candidate& b) {
+      return better(a.dis, a.id, b.dis, b.id);
+    });
     (*lims)[qi + 1] = (*lims)[qi] + static_cast<int64_t>(h.size());
     for (const Candidate& c : h) {
       D->push_back(negate ? -c.dis : c.dis);

@@ -36,19 +36,23 @@ bool cpu_has_vbmi() { return __builtin_cpu_supports("avx512vbmi"); }
 Kernels table_for(SimdLevel level) {
   switch (level) {
 #if SPQINDEX_X86_KERNELS
-    case SimdLevel::AVX512: return avx512_kernels(cpu_has_vbmi());
-    case SimdLevel::AVX2: return avx2_kernels();
+    case SimdLevel::AVX512:
+      return avx512_kernels(cpu_has_vbmi());
+    case SimdLevel::AVX2:
+      return avx2_kernels();
 #endif
 #if SPQINDEX_NEON_KERNELS
-    case SimdLevel::NEON: return neon_kernels();
+    case SimdLevel::NEON:
+      return neon_kernels();
 #endif
-    default: return scalar_kernels();
+    default:
+      return scalar_kernels();
   }
 }
 
 std::once_flag g_once;
-Kernels g_tables[kNumSimdLevels];       // indexed by SimdLevel, filled once for supported levels
-std::atomic<const Kernels*> g_active;   // what kernels() returns
+Kernels g_tables[kNumSimdLevels];      // indexed by SimdLevel, filled once for supported levels
+std::atomic<const Kernels*> g_active;  // what kernels() returns
 SimdLevel g_cpu_level;
 
 bool supported(SimdLevel level) {
@@ -71,9 +75,14 @@ void init() {
   if (const char* env = std::getenv("SPQINDEX_SIMD")) {
     SimdLevel want = level;
     if (!parse(env, &want))
-      std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512|neon; using %s\n", env, simd_level_name(level));
+      std::fprintf(
+          stderr,
+          "spqindex: warning: SPQINDEX_SIMD=%s is not one of scalar|avx2|avx512|neon; using %s\n",
+          env, simd_level_name(level));
     else if (!supported(want))
-      std::fprintf(stderr, "spqindex: warning: SPQINDEX_SIMD=%s is not supported by this CPU; using %s\n", env, simd_level_name(g_cpu_level));
+      std::fprintf(stderr,
+                   "spqindex: warning: SPQINDEX_SIMD=%s is not supported by this CPU; using %s\n",
+                   env, simd_level_name(g_cpu_level));
     else
       level = want;
   }
@@ -101,32 +110,38 @@ bool simd_level_supported(SimdLevel level) {
 
 void set_simd_level(SimdLevel level) {
   std::call_once(g_once, init);
-  SPQ_CHECK_ARG(supported(level), std::string("level: ") + simd_level_name(level) +
-                                      " is not supported by this CPU (best: " +
-                                      simd_level_name(g_cpu_level) + ")");
+  SPQ_CHECK_ARG(supported(level),
+                std::string("level: ") + simd_level_name(level) +
+                    " is not supported by this CPU (best: " + simd_level_name(g_cpu_level) + ")");
   g_active.store(&g_tables[static_cast<int>(level)]);
 }
 
 const Kernels& kernels_for(SimdLevel level) {
   std::call_once(g_once, init);
-  SPQ_CHECK_ARG(supported(level), std::string("level: ") + simd_level_name(level) +
-                                      " is not supported by this CPU");
+  SPQ_CHECK_ARG(supported(level),
+                std::string("level: ") + simd_level_name(level) + " is not supported by this CPU");
   return g_tables[static_cast<int>(level)];
 }
 
 const char* simd_level_name(SimdLevel level) {
   switch (level) {
-    case SimdLevel::AVX512: return "avx512";
-    case SimdLevel::AVX2: return "avx2";
-    case SimdLevel::NEON: return "neon";
-    default: return "scalar";
+    case SimdLevel::AVX512:
+      return "avx512";
+    case SimdLevel::AVX2:
+      return "avx2";
+    case SimdLevel::NEON:
+      return "neon";
+    default:
+      return "scalar";
   }
 }
 
 SimdLevel simd_level_from_name(const char* name) {
   SimdLevel level;
-  SPQ_CHECK_ARG(parse(name, &level),
-                std::string("level: expected \"scalar\", \"avx2\", \"avx512\" or \"neon\", got \"") + name + "\"");
+  SPQ_CHECK_ARG(
+      parse(name, &level),
+      std::string("level: expected \"scalar\", \"avx2\", \"avx512\" or \"neon\", got \"") + name +
+          "\"");
   return level;
 }
 

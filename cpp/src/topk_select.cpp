@@ -15,7 +15,8 @@ uint32_t max_sum(const QuantizedLut& qlut, int M, int nbits) {
   uint32_t total = 0;
   const uint8_t* t = qlut.table.data();
   for (int m = 0; m < M; m++) {
-    const uint8_t* row = nbits == 8 ? t + static_cast<size_t>(m) * 256 : t + static_cast<size_t>(m / 2) * 64 + (m % 2) * 32;
+    const uint8_t* row = nbits == 8 ? t + static_cast<size_t>(m) * 256
+                                    : t + static_cast<size_t>(m / 2) * 64 + (m % 2) * 32;
     uint8_t mx = 0;
     for (int k = 0; k < (1 << nbits); k++) mx = row[k] > mx ? row[k] : mx;
     total += mx;
@@ -85,7 +86,9 @@ void select_topk(SumsKernel sums, const CodeLayout& layout, const uint8_t* block
   std::vector<Candidate>& cand = scratch->cand;
   cand.clear();
   for (size_t i = 0; i < count; i++) cand.push_back({score(rows[i]), id_of(rows[i])});
-  auto by_contract = [](const Candidate& a, const Candidate& b) { return better(a.dis, a.id, b.dis, b.id); };
+  auto by_contract = [](const Candidate& a, const Candidate& b) {
+    return better(a.dis, a.id, b.dis, b.id);
+  };
   // cand.size() >= k: its k-th best score is >= the true k-th score.
   std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), by_contract);
   const int32_t bound = qlut.bound(cand[k - 1].dis);

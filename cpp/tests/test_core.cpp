@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,12 +51,12 @@ namespace {
 int g_passed = 0, g_failed = 0;
 std::string g_current;
 
-#define CHECK(cond)                                                                       \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      throw std::logic_error(std::string("CHECK failed: ") + #cond + " at line " +        \
-                             std::to_string(__LINE__));                                   \
-    }                                                                                     \
+#define CHECK(cond)                                                                \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
+      throw std::logic_error(std::string("CHECK failed: ") + #cond + " at line " + \
+                             std::to_string(__LINE__));                            \
+    }                                                                              \
   } while (0)
 
 template <typename E, typename F>
@@ -69,7 +69,8 @@ void expect_throw(F&& f, const char* what, int line) {
     throw std::logic_error(std::string("wrong exception for ") + what + " at line " +
                            std::to_string(line) + ": " + e.what());
   }
-  throw std::logic_error(std::string("no exception for ") + what + " at line " + std::to_string(line));
+  throw std::logic_error(std::string("no exception for ") + what + " at line " +
+                         std::to_string(line));
 }
 #define EXPECT_THROW(E, expr) expect_throw<E>([&] { expr; }, #expr, __LINE__)
 
@@ -124,7 +125,8 @@ std::vector<uint32_t> unpack(const uint8_t* row, int M, int nbits) {
 
 std::string temp_path(const char* tag) {
   const char* dir = std::getenv("TMPDIR");
-  return std::string(dir ? dir : "/tmp") + "/spq-core-test-" + std::to_string(::getpid()) + "-" + tag;
+  return std::string(dir ? dir : "/tmp") + "/spq-core-test-" + std::to_string(::getpid()) + "-" +
+         tag;
 }
 
 std::vector<uint8_t> read_file(const std::string& p) {
@@ -279,7 +281,8 @@ void log_mask(void* ctx, int qi, size_t block, uint64_t mask) {
   log.masks[qi * log.nblocks + block] |= mask;
 }
 
-// Rows stored in 64-row blocks (code_layout.h) through CodeLayout::put_row, as the index stores them.
+// Rows stored in 64-row blocks (code_layout.h) through CodeLayout::put_row, as the index stores
+// them.
 struct StoredBlocks {
   CodeLayout layout;
   std::vector<uint8_t> data;
@@ -297,8 +300,7 @@ void test_grouped_scan8() {
     Codebooks cb = make_cb(rng, M, 8, dsub);
     const CodeGroups g = group_codewords(cb);
     for (int m = 0; m < M; m++)
-      for (int c = 0; c < 256; c++)
-        CHECK(g.to_original[m * 256 + g.to_internal[m * 256 + c]] == c);
+      for (int c = 0; c < 256; c++) CHECK(g.to_original[m * 256 + g.to_internal[m * 256 + c]] == c);
     const size_t n = 64 * 7 + 19;
     auto x = randn(rng, n * cb.dim());
     std::vector<uint8_t> codes(n * M), internal(n * M);
@@ -314,7 +316,8 @@ void test_grouped_scan8() {
     for (int qi = 0; qi < nq; qi++) {
       compute_lut(cb, Metric::L2, &q[qi * cb.dim()], lut.data());
       for (int m = 0; m < M; m++)
-        for (int i = 0; i < 256; i++) lut_int[m * 256 + i] = lut[m * 256 + g.to_original[m * 256 + i]];
+        for (int i = 0; i < 256; i++)
+          lut_int[m * 256 + i] = lut[m * 256 + g.to_original[m * 256 + i]];
       quantize_lut(lut_int.data(), M, 8, &ql[qi]);
       CHECK(ql[qi].ok);
       grouped_lut(ql[qi], M, &gl[qi]);
@@ -322,13 +325,15 @@ void test_grouped_scan8() {
     }
     std::vector<ScanKernel> kernels_to_test = {scan8_grouped_scalar()};
     for (int l = 0; l < kNumSimdLevels; l++)
-      if (simd_level_supported(static_cast<SimdLevel>(l)) && kernels_for(static_cast<SimdLevel>(l)).scan8_grouped)
+      if (simd_level_supported(static_cast<SimdLevel>(l)) &&
+          kernels_for(static_cast<SimdLevel>(l)).scan8_grouped)
         kernels_to_test.push_back(kernels_for(static_cast<SimdLevel>(l)).scan8_grouped);
     auto run_kernel = [&](ScanKernel kern, const std::vector<int32_t>& bounds) {
       MaskLog log{std::vector<uint64_t>(nq * packed.nblocks, 0), packed.nblocks};
       std::vector<ScanQuery> sq(nq);
       for (int qi = 0; qi < nq; qi++) sq[qi] = {gl[qi].table.data(), bounds[qi]};
-      kern(ScanArgs{packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, nq, sq.data(), log_mask, &log});
+      kern(ScanArgs{packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, nq,
+                    sq.data(), log_mask, &log});
       return log.masks;
     };
     for (size_t k : {size_t(1), size_t(10), size_t(100)}) {
@@ -344,14 +349,16 @@ void test_grouped_scan8() {
         bounds[qi] = ql[qi].bound(scores[qi][order[k - 1]]);
       }
       const auto ref = run_kernel(kernels_to_test[0], bounds);
-      for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      for (size_t t = 1; t < kernels_to_test.size(); t++)
+        CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
       for (int qi = 0; qi < nq; qi++)
         for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
     }
     for (int32_t b : {-1, 0, 200, 65535}) {  // fixed bounds, padding rows included
       const std::vector<int32_t> bounds(nq, b);
       const auto ref = run_kernel(kernels_to_test[0], bounds);
-      for (size_t t = 1; t < kernels_to_test.size(); t++) CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      for (size_t t = 1; t < kernels_to_test.size(); t++)
+        CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
       if (b == 65535) CHECK(ref[0] == ~uint64_t{0});
       if (b < 0) CHECK(ref[0] == 0);
     }
@@ -374,7 +381,8 @@ void test_select_topk_large_k() {
       encode(cb, x.data(), n, codes.data());
       const StoredBlocks packed(codes.data(), n, M, nbits);
       std::vector<int64_t> ids(n);
-      for (size_t i = 0; i < n; i++) ids[i] = static_cast<int64_t>((i * 7919) % n);  // a permutation
+      for (size_t i = 0; i < n; i++)
+        ids[i] = static_cast<int64_t>((i * 7919) % n);  // a permutation
       auto q = randn(rng, 2 * cb.dim());
       for (int qi = 0; qi < 2; qi++) {
         std::vector<float> lut(static_cast<size_t>(M) * cb.K);
@@ -383,13 +391,15 @@ void test_select_topk_large_k() {
         quantize_lut(lut.data(), M, nbits, &ql);
         CHECK(ql.ok);
         std::vector<uint16_t> ref_sums(packed.nblocks * 64), sums(ref_sums.size());
-        (nbits == 4 ? sums4_scalar() : sums8_scalar())(packed.data.data(), packed.layout.block_bytes(), M, 0,
-                                                       packed.nblocks, ql.table.data(), ref_sums.data());
+        (nbits == 4 ? sums4_scalar() : sums8_scalar())(
+            packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, ql.table.data(),
+            ref_sums.data());
         for (int l = 0; l < kNumSimdLevels; l++) {
           if (!simd_level_supported(static_cast<SimdLevel>(l))) continue;
           const Kernels& kern = kernels_for(static_cast<SimdLevel>(l));
           const SumsKernel sk = nbits == 4 ? kern.sums4 : kern.sums8;
-          sk(packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, ql.table.data(), sums.data());
+          sk(packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, ql.table.data(),
+             sums.data());
           CHECK(sums == ref_sums);
           for (size_t k : {size_t(64), size_t(300), size_t(1000), n - 1, n, n + 5}) {
             for (bool with_ids : {false, true}) {
@@ -397,9 +407,11 @@ void test_select_topk_large_k() {
               std::vector<int64_t> rows(n);
               for (size_t i = 0; i < n; i++) rows[i] = static_cast<int64_t>(i);
               TopK ref(k), got(k);
-              scan_codes(lut.data(), codes.data(), with_ids ? ids.data() : rows.data(), 0, n, M, nbits, ref);
+              scan_codes(lut.data(), codes.data(), with_ids ? ids.data() : rows.data(), 0, n, M,
+                         nbits, ref);
               SelectScratch scratch;
-              select_topk(sk, packed.layout, packed.data.data(), n, 0, packed.nblocks, idp, lut.data(), ql, &got, &scratch);
+              select_topk(sk, packed.layout, packed.data.data(), n, 0, packed.nblocks, idp,
+                          lut.data(), ql, &got, &scratch);
               std::vector<float> D0(k), D1(k);
               std::vector<int64_t> I0(k), I1(k);
               ref.write_sorted(D0.data(), I0.data(), false);
@@ -458,8 +470,10 @@ void test_lut_and_scan_against_brute_force() {
         std::vector<int64_t> I(k);
         top.write_sorted(D.data(), I.data(), false);
         for (size_t i = 0; i < k; i++) {
-          if (i < n) CHECK(D[i] == all[i].first && I[i] == all[i].second);
-          else CHECK(I[i] == -1 && std::isinf(D[i]) && D[i] > 0);
+          if (i < n)
+            CHECK(D[i] == all[i].first && I[i] == all[i].second);
+          else
+            CHECK(I[i] == -1 && std::isinf(D[i]) && D[i] > 0);
         }
       }
     }

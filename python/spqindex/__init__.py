@@ -1,4 +1,5 @@
 """spqindex: self-supervised product quantization (SPQ) and a fast, exact native PQ index."""
+
 from ._core import cuda_available, get_num_threads, set_num_threads
 from ._core import simd_level as _simd_level
 from .faiss_convert import from_faiss

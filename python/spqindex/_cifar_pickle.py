@@ -35,6 +35,7 @@ class _Global:
 
 class _ArrayStub:
     """An ndarray under construction: _reconstruct(...) followed by BUILD(state)."""
+
     value = None
 
 
@@ -113,7 +114,7 @@ def loads(data: bytes) -> Any:
         nonlocal pos
         if pos + k > n:
             raise ValueError("malformed pickle: truncated")
-        out = data[pos:pos + k]
+        out = data[pos : pos + k]
         pos += k
         return out
 
@@ -136,11 +137,11 @@ def loads(data: bytes) -> Any:
 
     while True:
         op = take(1)
-        if op == b"\x80":            # PROTO
+        if op == b"\x80":  # PROTO
             take(1)
-        elif op == b"\x95":          # FRAME
+        elif op == b"\x95":  # FRAME
             take(8)
-        elif op == b".":             # STOP
+        elif op == b".":  # STOP
             if len(stack) != 1:
                 raise ValueError("malformed pickle: stack not empty at STOP")
             return _finish(stack[0])
@@ -185,7 +186,7 @@ def loads(data: bytes) -> Any:
             memo[struct.unpack("<I", take(4))[0]] = stack[-1]
         elif op == b"p":
             memo[int(line())] = stack[-1]
-        elif op == b"\x94":          # MEMOIZE
+        elif op == b"\x94":  # MEMOIZE
             memo[len(memo)] = stack[-1]
         elif op in (b"h", b"j", b"g"):
             key = take(1)[0] if op == b"h" else struct.unpack("<I", take(4))[0] if op == b"j" else int(line())
@@ -198,7 +199,7 @@ def loads(data: bytes) -> Any:
             stack.append(take(1)[0])
         elif op == b"M":
             stack.append(struct.unpack("<H", take(2))[0])
-        elif op == b"\x8a":          # LONG1
+        elif op == b"\x8a":  # LONG1
             stack.append(int.from_bytes(take(take(1)[0]), "little", signed=True))
         elif op == b"I":
             text = line()
@@ -211,11 +212,11 @@ def loads(data: bytes) -> Any:
             stack.append(True)
         elif op == b"\x89":
             stack.append(False)
-        elif op in (b"U", b"C"):     # SHORT_BINSTRING, SHORT_BINBYTES
+        elif op in (b"U", b"C"):  # SHORT_BINSTRING, SHORT_BINBYTES
             stack.append(take(take(1)[0]))
-        elif op in (b"T", b"B"):     # BINSTRING, BINBYTES
+        elif op in (b"T", b"B"):  # BINSTRING, BINBYTES
             stack.append(take(struct.unpack("<I", take(4))[0]))
-        elif op == b"\x8e":          # BINBYTES8
+        elif op == b"\x8e":  # BINBYTES8
             stack.append(take(struct.unpack("<Q", take(8))[0]))
         elif op == b"X":
             stack.append(take(struct.unpack("<I", take(4))[0]).decode("utf-8"))
@@ -223,9 +224,9 @@ def loads(data: bytes) -> Any:
             stack.append(take(take(1)[0]).decode("utf-8"))
         elif op == b"\x8d":
             stack.append(take(struct.unpack("<Q", take(8))[0]).decode("utf-8"))
-        elif op == b"c":             # GLOBAL
+        elif op == b"c":  # GLOBAL
             stack.append(_Global(line().decode("ascii"), line().decode("ascii")))
-        elif op == b"\x93":          # STACK_GLOBAL
+        elif op == b"\x93":  # STACK_GLOBAL
             name, module = stack.pop(), stack.pop()
             stack.append(_Global(module, name))
         elif op == b"R":
@@ -250,5 +251,7 @@ def load_cifar_batch(path) -> Tuple[np.ndarray, np.ndarray]:
     data = np.asarray(obj["data"])
     labels = np.asarray(obj["labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
-        raise ValueError(f"{os.fspath(path)!r}: expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape}, {labels.shape}")
+        raise ValueError(
+            f"{os.fspath(path)!r}: expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape}, {labels.shape}"
+        )
     return data, labels

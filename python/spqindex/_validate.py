@@ -3,6 +3,7 @@
 Every function names the offending argument in its message. Conversions that copy (dtype change,
 non-contiguous input, torch tensors on the CPU) are done once, here, and only when needed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ def to_numpy(value, name: str) -> np.ndarray:
     return arr
 
 
-def float_matrix(value, name: str, dim: int | None = None, allow_empty: bool = True,
-                 check_finite: bool = True) -> np.ndarray:
+def float_matrix(
+    value, name: str, dim: int | None = None, allow_empty: bool = True, check_finite: bool = True
+) -> np.ndarray:
     """(n, dim) float32 C-contiguous, finite. float16/float64 are converted; ints are refused.
 
     check_finite=False leaves the NaN/Inf check to the caller (the native search does it without a
@@ -58,7 +60,7 @@ def all_finite(arr: np.ndarray, block: int = 1 << 20) -> bool:
     if arr.ndim != 2 or arr.size <= block:
         return bool(np.isfinite(arr).all())
     rows = max(1, block // max(arr.shape[1], 1))
-    return all(np.isfinite(arr[i:i + rows]).all() for i in range(0, arr.shape[0], rows))
+    return all(np.isfinite(arr[i : i + rows]).all() for i in range(0, arr.shape[0], rows))
 
 
 def codebook_array(codebooks) -> np.ndarray:

@@ -57,19 +57,39 @@ def train(args) -> int:
     if backbone == "auto":
         backbone = "cnn28" if x_train.ndim == 3 and x_train.shape[1:] == (28, 28) else "resnet18_cifar"
     channels = 1 if x_train.ndim == 3 else x_train.shape[3]
-    cfg = SPQConfig(bits=args.bits, K=args.K, dsub=args.dsub, lr=args.lr, tau=args.tau, tau_q=args.tau_q,
-                    batch_size=args.batch_size,
-                    lr_schedule=args.lr_schedule, crop_scale=(args.crop_scale, 1.0), seed=args.seed,
-                    normalize_subspaces=args.normalize_subspaces)
+    cfg = SPQConfig(
+        bits=args.bits,
+        K=args.K,
+        dsub=args.dsub,
+        lr=args.lr,
+        tau=args.tau,
+        tau_q=args.tau_q,
+        batch_size=args.batch_size,
+        lr_schedule=args.lr_schedule,
+        crop_scale=(args.crop_scale, 1.0),
+        seed=args.seed,
+        normalize_subspaces=args.normalize_subspaces,
+    )
     model = SPQModel(cfg, backbone, in_channels=channels)
     t0 = time.perf_counter()
-    history = fit(model, x_fit, epochs=args.epochs, device=args.device, eval_data=eval_data,
-                  checkpoint_dir=args.out, resume=args.resume, eval_every=args.eval_every or args.epochs + 1,
-                  top_n=args.top_n, progress=not args.quiet)
+    history = fit(
+        model,
+        x_fit,
+        epochs=args.epochs,
+        device=args.device,
+        eval_data=eval_data,
+        checkpoint_dir=args.out,
+        resume=args.resume,
+        eval_every=args.eval_every or args.epochs + 1,
+        top_n=args.top_n,
+        progress=not args.quiet,
+    )
     last = history[-1] if history else {}
     score = f", mAP@{args.top_n} {last['map']:.4f}" if "map" in last else ""
-    print(f"trained {len(history)} epochs in {time.perf_counter() - t0:.0f} s{score}; model: "
-          f"{os.path.join(args.out, 'model.pt')}")
+    print(
+        f"trained {len(history)} epochs in {time.perf_counter() - t0:.0f} s{score}; model: "
+        f"{os.path.join(args.out, 'model.pt')}"
+    )
     if args.refine_iters:
         stats = model.refine_codebooks(x_fit, args.refine_iters)
         if eval_data is not None:
@@ -78,8 +98,10 @@ def train(args) -> int:
             refined = retrieval_scores(model, *eval_data, args.top_n)
             score = f", mAP@{args.top_n} {refined['map']:.4f}"
         model.save(os.path.join(args.out, "model.pt"))
-        print(f"refined the codebooks with {args.refine_iters} Lloyd rounds: quantization error "
-              f"{stats['mse_before']:.4g} -> {stats['mse_after']:.4g}{score}")
+        print(
+            f"refined the codebooks with {args.refine_iters} Lloyd rounds: quantization error "
+            f"{stats['mse_before']:.4g} -> {stats['mse_after']:.4g}{score}"
+        )
     return 0
 
 
@@ -141,8 +163,9 @@ def search(args) -> int:
     if args.grid:
         if files is None or not args.image:
             raise ValueError("--grid: needs --image queries and an index made with 'spqindex index --images'")
-        image_files.write_grid(args.grid, args.image,
-                               [[os.path.join(files[0], files[1][a]) for a in i.tolist() if a >= 0] for i in I])
+        image_files.write_grid(
+            args.grid, args.image, [[os.path.join(files[0], files[1][a]) for a in i.tolist() if a >= 0] for i in I]
+        )
         print(f"grid: {args.grid}")
     return 0
 
@@ -182,9 +205,11 @@ def verify(args) -> int:
         print(json.dumps(summary))
     else:
         ids = "stored" if summary["ids_stored"] else "implicit (0..n-1)"
-        print(f"{args.path}: ok (format version {summary['version']}, {summary['ntotal']} vectors, "
-              f"dim {summary['dim']}, M {summary['M']}, nbits {summary['nbits']}, "
-              f"metric {summary['metric']}, ids {ids})")
+        print(
+            f"{args.path}: ok (format version {summary['version']}, {summary['ntotal']} vectors, "
+            f"dim {summary['dim']}, M {summary['M']}, nbits {summary['nbits']}, "
+            f"metric {summary['metric']}, ids {ids})"
+        )
     return 0
 
 

@@ -17,12 +17,24 @@ import numpy as np
 from ._cifar_pickle import load_cifar_batch
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 Dataset = Tuple[np.ndarray, np.ndarray]
@@ -39,10 +51,10 @@ def read_idx(path) -> np.ndarray:
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
         raise ValueError(f"{path!r}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     count = int(np.prod(shape, dtype=np.int64)) if ndim else 1
-    body = data[4 + 4 * ndim:]
+    body = data[4 + 4 * ndim :]
     if len(body) != count * dtype.itemsize:
         raise ValueError(f"{path!r}: IDX header says {shape} ({count * dtype.itemsize} bytes), body has {len(body)}")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
@@ -81,13 +93,16 @@ def fashion_mnist(split: str = "train", root=None) -> Dataset:
         if img is not None and lab is not None:
             images, labels = read_idx(img), read_idx(lab).astype(np.int64)
             if images.ndim != 3 or labels.shape != (images.shape[0],):
-                raise ValueError(f"{img}: expected (N, 28, 28) images and (N,) labels, got {images.shape}, {labels.shape}")
+                raise ValueError(
+                    f"{img}: expected (N, 28, 28) images and (N,) labels, got {images.shape}, {labels.shape}"
+                )
             return images, labels
     raise FileNotFoundError(
         f"Fashion-MNIST ({img_stem}.gz, {lab_stem}.gz) not found in {', '.join(tried)}. Get it with "
         f"`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to {FASHION_MNIST_DEBIAN}), or download "
         f"the four *-ubyte.gz files of github.com/zalandoresearch/fashion-mnist into a folder and pass root=<folder> "
-        f"(CLI: --data-root) or set SPQINDEX_DATA=<folder>.")
+        f"(CLI: --data-root) or set SPQINDEX_DATA=<folder>."
+    )
 
 
 def cifar10(split: str = "train", root=None) -> Dataset:
@@ -109,10 +124,13 @@ def cifar10(split: str = "train", root=None) -> Dataset:
     raise FileNotFoundError(
         f"CIFAR-10 batches ({', '.join(names)}) not found in {', '.join(tried)}. Download "
         f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, extract it, and pass "
-        f"root=<path to cifar-10-batches-py> (CLI: --data-root) or set SPQINDEX_DATA to the folder that holds it.")
+        f"root=<path to cifar-10-batches-py> (CLI: --data-root) or set SPQINDEX_DATA to the folder that holds it."
+    )
 
 
-def image_folder(root, size: Optional[Tuple[int, int]] = None, grayscale: bool = False) -> Tuple[np.ndarray, np.ndarray, list]:
+def image_folder(
+    root, size: Optional[Tuple[int, int]] = None, grayscale: bool = False
+) -> Tuple[np.ndarray, np.ndarray, list]:
     """Images in ``root/<class>/*`` (png, jpg, ...) -> (uint8 images, int64 labels, class names).
 
     All images must share one size unless ``size=(H, W)`` is given, in which case they are resized.
@@ -151,7 +169,9 @@ def arrays(images, labels=None) -> Dataset:
     """Validate plain arrays: uint8 (N, H, W) / (N, H, W, C) images; labels (N,) ints or (N, C) multi-hot."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise TypeError(f"images must be uint8, got {images.dtype}; scale floats with (x * 255).round().astype(np.uint8)")
+        raise TypeError(
+            f"images must be uint8, got {images.dtype}; scale floats with (x * 255).round().astype(np.uint8)"
+        )
     if images.ndim not in (3, 4) or images.shape[0] == 0:
         raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with N > 0, got {images.shape}")
     if images.ndim == 4 and images.shape[3] not in (1, 3):
@@ -190,4 +210,6 @@ def load(name: str, split: str = "train", root=None) -> Dataset:
     if p.is_dir():
         images, labels, _ = image_folder(p)
         return images, labels
-    raise ValueError(f"unknown dataset {name!r}: use 'fashion-mnist', 'cifar10', a folder of class sub-folders, or an .npz file")
+    raise ValueError(
+        f"unknown dataset {name!r}: use 'fashion-mnist', 'cifar10', a folder of class sub-folders, or an .npz file"
+    )

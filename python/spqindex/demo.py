@@ -12,9 +12,9 @@ from . import datasets
 
 _DEFAULTS = {"epochs": None, "train_size": None, "queries": 1000, "db_size": 0}  # None: set by the time budget
 _QUICK = {"epochs": 1, "train_size": 512, "queries": 64, "db_size": 1024}
-_MARGIN = 0.85      # share of the time left for training that it is planned to take (speed varies under load)
+_MARGIN = 0.85  # share of the time left for training that it is planned to take (speed varies under load)
 _EVAL_SHARE = 0.35  # at most this share of the budget goes to the two embedding passes (it sizes the database)
-_FIXED_S = 15.0     # classic PQ, plots, files
+_FIXED_S = 15.0  # classic PQ, plots, files
 _MIN_TRAIN = 512
 
 
@@ -87,12 +87,18 @@ def run_demo(args) -> int:
         train_s = _MARGIN * (left_s - 2 * (db_size + len(x_q)) / embed_ips)
         epochs, train_size = plan_training(train_s, train_ips, len(x_train), s["epochs"], s["train_size"])
         s.update(epochs=epochs, train_size=train_size, db_size=db_size)
-        plan.update({"measured_train_images_per_s": round(train_ips, 1),
-                     "measured_embed_images_per_s": round(embed_ips, 1),
-                     "training_seconds_planned": round(epochs * train_size / train_ips, 1)})
-        print(f"time budget {args.minutes:g} min: training {train_ips:.0f} images/s, embedding {embed_ips:.0f} "
-              f"images/s (measured) -> {epochs} epochs on {train_size} images, database {db_size} images",
-              flush=True)
+        plan.update(
+            {
+                "measured_train_images_per_s": round(train_ips, 1),
+                "measured_embed_images_per_s": round(embed_ips, 1),
+                "training_seconds_planned": round(epochs * train_size / train_ips, 1),
+            }
+        )
+        print(
+            f"time budget {args.minutes:g} min: training {train_ips:.0f} images/s, embedding {embed_ips:.0f} "
+            f"images/s (measured) -> {epochs} epochs on {train_size} images, database {db_size} images",
+            flush=True,
+        )
     x_db, y_db = _pick(x_train, y_train, s["db_size"], args.seed)
     x_fit, _ = _pick(x_train, y_train, s["train_size"], args.seed + 1)
     top_n = min(1000, len(x_db))
@@ -102,8 +108,15 @@ def run_demo(args) -> int:
         index = spqindex.Index(codebooks, metric="spq")
         index.add(feats_db)
         _, ids = index.search(feats_q, top_n)
-        rows.append({"method": name, "bits": args.bits, "map": map_at_n(ids, y_q, y_db, top_n),
-                     "p@100": precision_at_k(ids, y_q, y_db, min(100, top_n)), "seconds": round(seconds, 1)})
+        rows.append(
+            {
+                "method": name,
+                "bits": args.bits,
+                "map": map_at_n(ids, y_q, y_db, top_n),
+                "p@100": precision_at_k(ids, y_q, y_db, min(100, top_n)),
+                "seconds": round(seconds, 1),
+            }
+        )
         return index, ids
 
     t = time.perf_counter()
@@ -112,11 +125,15 @@ def run_demo(args) -> int:
 
     cfg.batch_size = min(64, len(x_fit))
     model = SPQModel(cfg, "cnn28")
-    print(f"training SPQ ({args.bits} bits, M={cfg.M}, K={cfg.K}) on {len(x_fit)} Fashion-MNIST images "
-          f"for {s['epochs']} epochs on {device} ...", flush=True)
+    print(
+        f"training SPQ ({args.bits} bits, M={cfg.M}, K={cfg.K}) on {len(x_fit)} Fashion-MNIST images "
+        f"for {s['epochs']} epochs on {device} ...",
+        flush=True,
+    )
     t = time.perf_counter()
-    history = fit(model, x_fit, epochs=s["epochs"], device=device, checkpoint_dir=args.out,
-                  progress=True, record_steps=True)
+    history = fit(
+        model, x_fit, epochs=s["epochs"], device=device, checkpoint_dir=args.out, progress=True, record_steps=True
+    )
     plan["training_seconds"] = round(time.perf_counter() - t, 1)
     model.to("cpu")
     feats_db, feats_q = model.embed(x_db), model.embed(x_q)
@@ -137,9 +154,15 @@ def run_demo(args) -> int:
     pq = spqindex.Index.train(pixels_db, M=M, nbits=cfg.nbits, metric="l2", seed=args.seed)
     pq.add(pixels_db)
     _, ids_pq = pq.search(pixels_q, top_n)
-    rows.append({"method": "classic PQ on raw pixels", "bits": args.bits, "map": map_at_n(ids_pq, y_q, y_db, top_n),
-                 "p@100": precision_at_k(ids_pq, y_q, y_db, min(100, top_n)),
-                 "seconds": round(time.perf_counter() - t, 1)})
+    rows.append(
+        {
+            "method": "classic PQ on raw pixels",
+            "bits": args.bits,
+            "map": map_at_n(ids_pq, y_q, y_db, top_n),
+            "p@100": precision_at_k(ids_pq, y_q, y_db, min(100, top_n)),
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+    )
 
     grid = os.path.join(args.out, "retrieval_grid.png")
     curve = os.path.join(args.out, "training_curve.png")
@@ -148,8 +171,19 @@ def run_demo(args) -> int:
     total_s = time.perf_counter() - t_start
     plan["total_seconds"] = round(total_s, 1)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"settings": s, "plan": plan, "bits": args.bits, "queries": len(x_q), "database": len(x_db),
-                   "top_n": top_n, "rows": rows}, f, indent=1)
+        json.dump(
+            {
+                "settings": s,
+                "plan": plan,
+                "bits": args.bits,
+                "queries": len(x_q),
+                "database": len(x_db),
+                "top_n": top_n,
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
 
     print()
     print(f"Fashion-MNIST, {len(x_q)} test queries, database {len(x_db)} train images, {args.bits}-bit codes")
@@ -165,6 +199,7 @@ def run_demo(args) -> int:
 
 def _plot_grid(path, x_q, y_q, x_db, y_db, ids_spq, ids_pq, seed, n_queries=6, k=10):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -193,6 +228,7 @@ def _plot_grid(path, x_q, y_q, x_db, y_db, ids_spq, ids_pq, seed, n_queries=6, k
 
 def _plot_curve(path, history):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -8,6 +8,7 @@ are read out row by row through FAISS's own ``CodePacker``.
 Metrics: FAISS ``METRIC_L2`` <-> ``"l2"``, ``METRIC_INNER_PRODUCT`` <-> ``"ip"``. ``"spq"`` (sum of
 unsquared sub-space distances) has no FAISS equivalent and is refused by ``to_faiss``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,7 @@ def from_faiss(index):
     elif type(inner) is faiss.IndexPQ:  # subclasses (e.g. polysemous variants) are not claimed
         codes = faiss.vector_to_array(inner.codes)
     else:
-        raise TypeError(f"index: unsupported FAISS index type {type(inner).__name__}; "
-                        f"from_faiss supports {SUPPORTED}")
+        raise TypeError(f"index: unsupported FAISS index type {type(inner).__name__}; from_faiss supports {SUPPORTED}")
     return _build(faiss, inner, codes, ids)
 
 
@@ -65,8 +65,10 @@ def _build(faiss, inner, codes: np.ndarray, ids):
     name = type(inner).__name__
     metric = _metric_names(faiss).get(inner.metric_type)
     if metric is None:
-        raise ValueError(f"index: {name} uses FAISS metric type {inner.metric_type}; "
-                         "spqindex supports METRIC_L2 and METRIC_INNER_PRODUCT")
+        raise ValueError(
+            f"index: {name} uses FAISS metric type {inner.metric_type}; "
+            "spqindex supports METRIC_L2 and METRIC_INNER_PRODUCT"
+        )
     if not inner.is_trained:
         raise ValueError(f"index: the {name} is not trained (no codebooks)")
     if pq.nbits < 1 or pq.nbits > 8:
@@ -75,11 +77,13 @@ def _build(faiss, inner, codes: np.ndarray, ids):
         raise ValueError(f"index: {name} has d={inner.d} but its quantizer M*dsub = {pq.M}*{pq.dsub}")
     centroids = faiss.vector_to_array(pq.centroids)
     if centroids.size != pq.M * pq.ksub * pq.dsub:
-        raise ValueError(f"index: {name} holds {centroids.size} centroid values, expected M*K*dsub = "
-                         f"{pq.M * pq.ksub * pq.dsub}")
+        raise ValueError(
+            f"index: {name} holds {centroids.size} centroid values, expected M*K*dsub = {pq.M * pq.ksub * pq.dsub}"
+        )
     if codes.size != inner.ntotal * pq.code_size:
-        raise ValueError(f"index: {name} holds {codes.size} code bytes for ntotal={inner.ntotal} "
-                         f"vectors of code_size={pq.code_size}")
+        raise ValueError(
+            f"index: {name} holds {codes.size} code bytes for ntotal={inner.ntotal} vectors of code_size={pq.code_size}"
+        )
     out = Index(centroids.reshape(pq.M, pq.ksub, pq.dsub), metric=metric)
     try:
         out.add_codes(codes.reshape(inner.ntotal, pq.code_size), ids=ids)
@@ -95,12 +99,14 @@ def _fastscan_codes(faiss, fs) -> np.ndarray:
     blocks = faiss.vector_to_array(fs.codes)
     nblocks = (fs.ntotal + nvec - 1) // nvec
     if blocks.size < nblocks * block_size:
-        raise ValueError(f"index: IndexPQFastScan holds {blocks.size} code bytes, fewer than "
-                         f"{nblocks} blocks of {block_size} for ntotal={fs.ntotal}")
+        raise ValueError(
+            f"index: IndexPQFastScan holds {blocks.size} code bytes, fewer than "
+            f"{nblocks} blocks of {block_size} for ntotal={fs.ntotal}"
+        )
     blocks = blocks[: nblocks * block_size].reshape(nblocks, block_size)
     out = np.empty((nblocks * nvec, code_size), dtype=np.uint8)
     for b in range(nblocks):  # one call per block of nvec (32) codes
-        packer.unpack_all(faiss.swig_ptr(blocks[b]), faiss.swig_ptr(out[b * nvec:]))
+        packer.unpack_all(faiss.swig_ptr(blocks[b]), faiss.swig_ptr(out[b * nvec :]))
     return out[: fs.ntotal].reshape(-1)
 
 
@@ -111,8 +117,10 @@ def to_faiss(index):
     faiss = _faiss()
     metric = {v: k for k, v in _metric_names(faiss).items()}.get(index.metric)
     if metric is None:
-        raise ValueError(f"metric: {index.metric!r} has no FAISS equivalent (FAISS has METRIC_L2 for "
-                         "'l2' and METRIC_INNER_PRODUCT for 'ip'); build an 'l2' index from the codebooks")
+        raise ValueError(
+            f"metric: {index.metric!r} has no FAISS equivalent (FAISS has METRIC_L2 for "
+            "'l2' and METRIC_INNER_PRODUCT for 'ip'); build an 'l2' index from the codebooks"
+        )
     codebooks = index.codebooks
     M, K, dsub = codebooks.shape
     pq_index = faiss.IndexPQ(M * dsub, M, index.nbits, metric)

@@ -9,6 +9,7 @@ no host round trip. Results come back as numpy arrays, like the CPU index's.
 The snapshot does not follow later changes of the CPU index: modify the CPU index and call
 ``to_gpu`` again.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -24,8 +25,10 @@ MAX_K = int(getattr(_core, "cuda_max_k", 2048))
 
 def _require_cuda() -> None:
     if not _core.cuda_built():
-        raise RuntimeError("spqindex was built without CUDA: reinstall it with "
-                           "SPQINDEX_CUDA=ON pip install . (needs nvcc); see docs/gpu.md")
+        raise RuntimeError(
+            "spqindex was built without CUDA: reinstall it with "
+            "SPQINDEX_CUDA=ON pip install . (needs nvcc); see docs/gpu.md"
+        )
     if not _core.cuda_available():
         raise RuntimeError("no CUDA device is available (no GPU, or no NVIDIA driver)")
 
@@ -68,8 +71,7 @@ def _device_matrix(value, name: str, dim: int, device: int):
     if len(shape) != 2 or shape[1] != dim:
         raise ValueError(f"{name}: expected shape (n, {dim}), got {tuple(cai['shape'])}")
     if np.dtype(cai["typestr"]) != np.float32:
-        raise TypeError(f"{name}: expected a float32 CUDA array, got {cai['typestr']} "
-                        "(convert it on the device first)")
+        raise TypeError(f"{name}: expected a float32 CUDA array, got {cai['typestr']} (convert it on the device first)")
     strides = cai.get("strides")
     if strides is not None and shape[0] > 1 and tuple(strides) != (4 * dim, 4):
         raise ValueError(f"{name}: CUDA array must be C-contiguous")
@@ -121,8 +123,10 @@ class GpuIndex:
         return self._core.last_search_ms
 
     def __repr__(self) -> str:
-        return (f"spqindex.GpuIndex(ntotal={self.ntotal}, dim={self.dim}, M={self.M}, "
-                f"nbits={self.nbits}, metric={self.metric!r}, device={self.device})")
+        return (
+            f"spqindex.GpuIndex(ntotal={self.ntotal}, dim={self.dim}, M={self.M}, "
+            f"nbits={self.nbits}, metric={self.metric!r}, device={self.device})"
+        )
 
     def to_cpu(self):
         """The CPU index this snapshot was made from."""

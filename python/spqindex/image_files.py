@@ -4,6 +4,7 @@
 ``{index file}.names.json`` ({"root": DIR, "names": [...]}) so ``spqindex search --image FILE``
 can print file names instead of row numbers, and ``--grid OUT.png`` can draw them.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,11 @@ def list_images(folder) -> List[str]:
     names = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        names += [os.path.relpath(os.path.join(root, f), folder) for f in sorted(files)
-                  if f.lower().endswith(IMAGE_EXTENSIONS)]
+        names += [
+            os.path.relpath(os.path.join(root, f), folder)
+            for f in sorted(files)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
     if not names:
         raise ValueError(f"--images: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {folder!r}")
     return names

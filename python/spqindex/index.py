@@ -1,4 +1,5 @@
 """The product-quantization index: exact asymmetric-distance (ADC) search over packed codes."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from ._validate import code_matrix, codebook_array, float_matrix, id_vector, int
 def _metric_name(metric) -> str:
     """The metric's type; its value ("l2", "spq", "ip") is the core's rule (metric_from_string)."""
     if not isinstance(metric, str):
-        raise TypeError(f"metric: expected a str (\"l2\", \"spq\" or \"ip\"), got {type(metric).__name__}")
+        raise TypeError(f'metric: expected a str ("l2", "spq" or "ip"), got {type(metric).__name__}')
     return metric
 
 
@@ -49,14 +50,23 @@ class Index:
         return self
 
     @classmethod
-    def train(cls, x, M: int = 8, nbits: int = 4, metric: str = "l2", iters: int = 25,
-              seed: int = 0, max_points_per_centroid: int = 256) -> "Index":
+    def train(
+        cls,
+        x,
+        M: int = 8,
+        nbits: int = 4,
+        metric: str = "l2",
+        iters: int = 25,
+        seed: int = 0,
+        max_points_per_centroid: int = 256,
+    ) -> "Index":
         """Classic PQ: k-means codebooks per sub-space, learned from ``x`` (n, dim). Empty index."""
         from .pq import train_codebooks
 
         _core.check_metric(_metric_name(metric))  # before the k-means, not after
-        codebooks = train_codebooks(x, M=M, nbits=nbits, iters=iters, seed=seed,
-                                    max_points_per_centroid=max_points_per_centroid)
+        codebooks = train_codebooks(
+            x, M=M, nbits=nbits, iters=iters, seed=seed, max_points_per_centroid=max_points_per_centroid
+        )
         return cls(codebooks, metric=metric)
 
     # --- properties -------------------------------------------------------------------------
@@ -116,9 +126,10 @@ class Index:
         return self._core.codes()
 
     def __repr__(self) -> str:
-        return (f"spqindex.Index(ntotal={self.ntotal}, dim={self.dim}, M={self.M}, nbits={self.nbits}, "
-                f"metric={self.metric!r}, code_size={self.code_size}"
-                + (", read_only=True" if self.read_only else "") + ")")
+        return (
+            f"spqindex.Index(ntotal={self.ntotal}, dim={self.dim}, M={self.M}, nbits={self.nbits}, "
+            f"metric={self.metric!r}, code_size={self.code_size}" + (", read_only=True" if self.read_only else "") + ")"
+        )
 
     # --- mutation -----------------------------------------------------------------------------
     def add(self, x, ids=None) -> None:
@@ -141,8 +152,10 @@ class Index:
             raise MemoryError(self._no_memory("codes", ca.shape[0])) from None
 
     def _no_memory(self, name: str, n: int) -> str:
-        return (f"{name}: not enough memory to add {n} vectors (up to {n * (self.code_size + 8)} "
-                f"bytes of codes and ids, on top of {self.ntotal} stored); the index is unchanged")
+        return (
+            f"{name}: not enough memory to add {n} vectors (up to {n * (self.code_size + 8)} "
+            f"bytes of codes and ids, on top of {self.ntotal} stored); the index is unchanged"
+        )
 
     def merge_from(self, other: "Index", shift_ids: bool = False) -> None:
         """Appends every vector of ``other`` (same codebooks and metric, else ValueError). An id
@@ -174,8 +187,7 @@ class Index:
         try:
             return self._core.search(qa, k, fa)
         except MemoryError:
-            raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) "
-                              f"({12 * nq * k} bytes)") from None
+            raise MemoryError(f"k: not enough memory for results of shape ({nq}, {k}) ({12 * nq * k} bytes)") from None
 
     def range_search(self, q, radius) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored vector within ``radius``, FAISS convention: distance < radius for "l2" and

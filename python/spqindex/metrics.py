@@ -18,7 +18,9 @@ def _labels(labels, name: str) -> np.ndarray:
     a = np.asarray(labels)
     if a.ndim not in (1, 2) or a.shape[0] == 0:
         raise ValueError(f"{name} must be (n,) class ids or (n, C) multi-hot, got shape {a.shape}")
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_) or np.issubdtype(a.dtype, np.floating)):
+    if not (
+        np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_) or np.issubdtype(a.dtype, np.floating)
+    ):
         raise TypeError(f"{name} must be integer, bool or float, got dtype {a.dtype}")
     return a
 
@@ -32,7 +34,9 @@ def relevance(ranked_ids, query_labels, db_labels, n=None) -> np.ndarray:
         raise TypeError(f"ranked_ids must be integers, got dtype {ranked.dtype}")
     ql, dl = _labels(query_labels, "query_labels"), _labels(db_labels, "db_labels")
     if ql.ndim != dl.ndim or (ql.ndim == 2 and ql.shape[1] != dl.shape[1]):
-        raise ValueError(f"query_labels {ql.shape} and db_labels {dl.shape} must both be class ids or multi-hot of equal width")
+        raise ValueError(
+            f"query_labels {ql.shape} and db_labels {dl.shape} must both be class ids or multi-hot of equal width"
+        )
     if ranked.shape[0] != ql.shape[0]:
         raise ValueError(f"ranked_ids has {ranked.shape[0]} rows but query_labels has {ql.shape[0]}")
     if n is not None:

@@ -1,4 +1,5 @@
 """Classic product quantization: k-means codebooks learned independently per sub-space."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,9 @@ from . import _core
 from ._validate import codebook_array, float_matrix, positive_int
 
 
-def train_codebooks(x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 0,
-                    max_points_per_centroid: int = 256) -> np.ndarray:
+def train_codebooks(
+    x, M: int = 8, nbits: int = 4, iters: int = 25, seed: int = 0, max_points_per_centroid: int = 256
+) -> np.ndarray:
     """Lloyd's k-means with K = 2**nbits centroids in each of the M sub-spaces of ``x`` (n, dim).
 
     Assignment uses the native encoder (nearest codeword, all sub-spaces at once). Like FAISS,

@@ -2,6 +2,7 @@
 ``local_ray`` (a real local Ray instance with 2 CPUs) that the test modules' ``ray_local`` fixtures
 yield from. No conftest.py here: it would shadow tests/conftest.py's helpers (both import as
 ``conftest``)."""
+
 import os
 
 import pytest
@@ -13,6 +14,7 @@ def require_ray():
     """ray, or a skip with the reason; under CI (which installs the [ray] extra) a missing ray fails."""
     if os.environ.get("CI"):
         import ray
+
         return ray
     return pytest.importorskip("ray", reason="ray not installed (pip install 'spqindex[ray]')")
 

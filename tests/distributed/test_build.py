@@ -1,5 +1,6 @@
 """build_sharded on a real local Ray instance: Ray Data encodes, one task per shard writes its file;
 the result equals one Index built from the same data with the same codebooks."""
+
 import json
 import os
 
@@ -33,8 +34,9 @@ def test_from_npy_file_and_from_a_multi_block_dataset(ray_local, tmp_path, rng):
     index.add(x)
     q = rng.standard_normal((30, 12)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    with build_sharded(str(tmp_path / "x.npy"), tmp_path / "a", codebooks=trained, num_shards=3,
-                       batch_size=500, progress=False) as sx:
+    with build_sharded(
+        str(tmp_path / "x.npy"), tmp_path / "a", codebooks=trained, num_shards=3, batch_size=500, progress=False
+    ) as sx:
         assert len(sx) == 2500 and sx.metric == "ip"
         assert_same(sx, index, q, 25)
         sx.add(x[:3])  # ids continue after the build's sequential ids
@@ -49,8 +51,9 @@ def test_from_npy_file_and_from_a_multi_block_dataset(ray_local, tmp_path, rng):
     import ray
 
     ds = ray.data.from_numpy([x[:700], x[700:1500], x[1500:]])  # three blocks, uneven
-    with build_sharded(ds, tmp_path / "b", codebooks=trained.codebooks, metric="ip", num_shards=4,
-                       progress=False) as sx:
+    with build_sharded(
+        ds, tmp_path / "b", codebooks=trained.codebooks, metric="ip", num_shards=4, progress=False
+    ) as sx:
         index = spqindex.Index(trained.codebooks, metric="ip")
         index.add(x)
         assert sx.shard_sizes == [625] * 4
@@ -74,8 +77,9 @@ def test_from_parquet_with_user_ids(ray_local, tmp_path, rng):
     index = spqindex.Index(cb, metric="spq")
     index.add(x, ids=ids)
     q = rng.standard_normal((20, 8)).astype(np.float32)
-    with build_sharded(str(folder), tmp_path / "s", codebooks=cb, metric="spq", id_column="id",
-                       num_shards=3, progress=False) as sx:
+    with build_sharded(
+        str(folder), tmp_path / "s", codebooks=cb, metric="spq", id_column="id", num_shards=3, progress=False
+    ) as sx:
         assert_same(sx, index, q, 30)
         with pytest.raises(ValueError, match="pass ids"):
             sx.add(x[:1])
@@ -102,8 +106,9 @@ def test_images_with_a_trained_spq_model(ray_local, tmp_path, rng):
         torch.set_num_threads(threads)
     queries = model.embed(images[:20])
     ds = ray.data.from_numpy(images)
-    with build_sharded(ds, tmp_path / "img", model=str(tmp_path / "model.pt"), num_shards=2,
-                       batch_size=256, progress=False) as sx:
+    with build_sharded(
+        ds, tmp_path / "img", model=str(tmp_path / "model.pt"), num_shards=2, batch_size=256, progress=False
+    ) as sx:
         assert sx.metric == "spq" and len(sx) == 600
         np.testing.assert_array_equal(sx.codebooks, model.codebooks())
         assert_same(sx, index, queries, 10)

@@ -4,6 +4,7 @@ group's id. A shard actor is killed in the middle of a search, then the whole wo
 killed; searches must still equal one Index, unsaved adds must survive (the driver replays them),
 and the manifest and files must stay consistent.
 """
+
 import json
 import os
 import signal
@@ -72,10 +73,13 @@ def two_nodes():
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--block", "--disable-usage-stats"]
     procs = {}
     try:
-        procs["head"] = subprocess.Popen([ray_bin, "start", "--head", f"--port={port}",
-                                          "--include-dashboard=false"] + common, env=env,
-                                         start_new_session=True, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+        procs["head"] = subprocess.Popen(
+            [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false"] + common,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def gcs_up():
             try:
@@ -85,9 +89,13 @@ def two_nodes():
                 return False
 
         _wait(gcs_up, "the head node's GCS")
-        procs["worker"] = subprocess.Popen([ray_bin, "start", f"--address={address}"] + common, env=env,
-                                           start_new_session=True, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL)
+        procs["worker"] = subprocess.Popen(
+            [ray_bin, "start", f"--address={address}"] + common,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         ray.init(address=address, log_to_driver=False)
         _wait(lambda: _alive_nodes(ray) == 2, "the worker node to join")
         yield {"ray": ray, "procs": procs, "address": address}
@@ -194,8 +202,7 @@ def test_a_shard_that_stays_dead_is_never_silently_left_out(two_nodes, tmp_path,
     index = spqindex.Index(cb, metric="ip")
     index.add(rng.standard_normal((2000, 8)).astype(np.float32))
     q = rng.standard_normal((20, 8)).astype(np.float32)
-    with ShardedIndex.from_index(index, tmp_path, num_shards=3, num_cpus=0.1, max_restarts=0,
-                                 placement=None) as sx:
+    with ShardedIndex.from_index(index, tmp_path, num_shards=3, num_cpus=0.1, max_restarts=0, placement=None) as sx:
         dead = sx.shard_info()[1]
         ray.kill(sx.actor(1), no_restart=True)
         with pytest.raises(ShardUnavailableError) as e:

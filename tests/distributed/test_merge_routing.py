@@ -1,4 +1,5 @@
 """The pure parts of spqindex.distributed (no Ray): top-k merge, id routing, manifest file."""
+
 import json
 import os
 
@@ -76,8 +77,14 @@ def test_balanced_ranges():
 
 def test_manifest_roundtrip_and_rejects(tmp_path, rng):
     cb = rng.standard_normal((2, 4, 3)).astype(np.float32)
-    m = {"metric": "l2", "codebooks_sha256": codebooks_sha256(cb), "generation": 3, "id_mode": None,
-         "next_id": 0, "shards": [{"file": "shard-00000.g3.spqi", "count": 5}]}
+    m = {
+        "metric": "l2",
+        "codebooks_sha256": codebooks_sha256(cb),
+        "generation": 3,
+        "id_mode": None,
+        "next_id": 0,
+        "shards": [{"file": "shard-00000.g3.spqi", "count": 5}],
+    }
     write_manifest(tmp_path, m)
     got = read_manifest(tmp_path)
     assert got["generation"] == 3 and got["version"] == 1 and got["shards"] == m["shards"]
@@ -101,7 +108,6 @@ def test_import_spqindex_does_not_import_ray():
     import subprocess
     import sys
 
-    code = ("import sys, spqindex, spqindex.distributed; "
-            "assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
+    code = "import sys, spqindex, spqindex.distributed; assert 'ray' not in sys.modules, 'ray imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr

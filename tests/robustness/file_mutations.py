@@ -8,6 +8,7 @@ otherwise it must raise ValueError (corrupt content) or OSError (the operating s
 Anything else — another exception type, a crash, an allocation the address-space limit refuses
 (MemoryError) — is a failure.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,29 @@ from robust_helpers import (  # noqa: E402
     v2_offsets,
 )
 
-U32_EXTREMES = (0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 255, 256, 257, 2**16, 2**16 + 1, 2**24,
-                2**24 + 1, 2**31 - 1, 2**31, 2**32 - 1)
+U32_EXTREMES = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    9,
+    15,
+    16,
+    17,
+    255,
+    256,
+    257,
+    2**16,
+    2**16 + 1,
+    2**24,
+    2**24 + 1,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+)
 U64_EXTREMES = (0, 1, 2, 39, 41, 2**31, 2**32, 2**40, 2**56, 2**56 + 1, 2**63 - 1, 2**63, 2**64 - 1)
 
 
@@ -129,7 +151,7 @@ def mutations(seed: int = 0, havoc: int = 8000):
             elif op == 2:
                 d[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
             elif d:
-                del d[pos:pos + int(rng.integers(1, 9))]
+                del d[pos : pos + int(rng.integers(1, 9))]
         yield f"havoc:{i}", bytes(fix_checksum(d) if i % 2 else d)
 
 
@@ -177,8 +199,12 @@ def _semantic(d: bytearray, rng):
             yield "padding-row", e
     if ntotal and _ids_stored(d):
         ids = list(struct.unpack_from(f"<{ntotal}q", d, ids_off))
-        variants = {"id-negative": [-1] + ids[1:], "id-max": ids[:-1] + [2**63 - 1],
-                    "id-dup": ids[:-1] + ids[:1], "ids-reversed": ids[::-1]}
+        variants = {
+            "id-negative": [-1] + ids[1:],
+            "id-max": ids[:-1] + [2**63 - 1],
+            "id-dup": ids[:-1] + ids[:1],
+            "ids-reversed": ids[::-1],
+        }
         for label, new in variants.items():
             e = bytearray(d)
             struct.pack_into(f"<{ntotal}q", e, ids_off, *new)
@@ -257,11 +283,18 @@ def replay(workdir: str, seed: int = 0, havoc: int = 8000, as_headroom: int = 64
             bytearray(as_headroom)
         except MemoryError:
             limit_effective = True
-    return {"files": len(cases), "loads": 2 * len(cases), "outcomes": outcomes,
-            "unverified_loads": len(cases), "unverified_outcomes": unverified,
-            "failures": failures[:50], "n_failures": len(failures),
-            "peak_rss_growth": peak - rss0, "as_limit_headroom": as_headroom,
-            "limit_effective": limit_effective}
+    return {
+        "files": len(cases),
+        "loads": 2 * len(cases),
+        "outcomes": outcomes,
+        "unverified_loads": len(cases),
+        "unverified_outcomes": unverified,
+        "failures": failures[:50],
+        "n_failures": len(failures),
+        "peak_rss_growth": peak - rss0,
+        "as_limit_headroom": as_headroom,
+        "limit_effective": limit_effective,
+    }
 
 
 if __name__ == "__main__":

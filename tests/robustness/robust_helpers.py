@@ -1,5 +1,6 @@
 """Shared pieces of the robustness tests (a plain module, not a conftest, so that the top-level
 tests/conftest.py stays the only module named ``conftest``)."""
+
 from __future__ import annotations
 
 import faulthandler
@@ -20,8 +21,18 @@ OFF_DIM, OFF_M, OFF_NBITS, OFF_METRIC, OFF_FLAGS = 16, 20, 24, 28, 32
 OFF_NTOTAL, OFF_NEXT_ID = 36, 44
 OFF_ID_FLAGS, OFF_BLOCK_ROWS, OFF_BLOCK_BYTES = 52, 56, 60  # version 2
 HEADER_END = 64
-U32_FIELDS = (OFF_VERSION, OFF_HEADER_LEN, OFF_DIM, OFF_M, OFF_NBITS, OFF_METRIC, OFF_FLAGS,
-              OFF_ID_FLAGS, OFF_BLOCK_ROWS, OFF_BLOCK_BYTES)
+U32_FIELDS = (
+    OFF_VERSION,
+    OFF_HEADER_LEN,
+    OFF_DIM,
+    OFF_M,
+    OFF_NBITS,
+    OFF_METRIC,
+    OFF_FLAGS,
+    OFF_ID_FLAGS,
+    OFF_BLOCK_ROWS,
+    OFF_BLOCK_BYTES,
+)
 
 
 def block_bytes(M: int, nbits: int) -> int:
@@ -37,6 +48,8 @@ def v2_offsets(dim: int, M: int, nbits: int, ntotal: int):
     """(codes offset, ids offset) of a version-2 file."""
     codes_off = -(-(HEADER_END + 4 * (1 << nbits) * dim) // 64) * 64
     return codes_off, codes_off + -(-ntotal // 64) * block_bytes(M, nbits)
+
+
 U64_FIELDS = (OFF_NTOTAL, OFF_NEXT_ID)
 
 
@@ -120,6 +133,7 @@ def run_threads(targets, timeout: float):
                 fn()
             except BaseException as e:  # noqa: BLE001 - reported to the main thread
                 errors.append(e)
+
         return inner
 
     threads = [threading.Thread(target=wrap(t), daemon=True) for t in targets]

@@ -5,6 +5,7 @@ for dtypes and argument types, OSError subclasses for paths, KeyError for unknow
 RuntimeError for mutating a read-only index, MemoryError for results that cannot be allocated),
 with a message that names the offending argument, and must leave the index byte-identical
 (the saved file before and after the call is compared)."""
+
 from __future__ import annotations
 
 import os
@@ -127,7 +128,13 @@ CASES = [
     ("add/ids-on-seq-index", "seq", lambda c: c.ix.add(vecs(), ids=np.arange(1000, 1005)), ValueError, "ids"),
     ("add/ids-missing", "explicit", lambda c: c.ix.add(vecs()), ValueError, "ids"),
     ("add/ids-negative", "explicit", lambda c: c.ix.add(vecs(), ids=[1000, 1001, -3, 1002, 1003]), ValueError, "ids"),
-    ("add/ids-duplicate", "explicit", lambda c: c.ix.add(vecs(), ids=[1000, 1001, 1000, 1002, 1003]), ValueError, "ids"),
+    (
+        "add/ids-duplicate",
+        "explicit",
+        lambda c: c.ix.add(vecs(), ids=[1000, 1001, 1000, 1002, 1003]),
+        ValueError,
+        "ids",
+    ),
     ("add/ids-existing", "explicit", lambda c: c.ix.add(vecs(), ids=[1000, 1001, 100, 1002, 1003]), ValueError, "ids"),
     ("add/ids-too-short", "explicit", lambda c: c.ix.add(vecs(), ids=np.arange(1000, 1004)), ValueError, "ids"),
     ("add/ids-too-long", "explicit", lambda c: c.ix.add(vecs(), ids=np.arange(1000, 1006)), ValueError, "ids"),
@@ -136,7 +143,13 @@ CASES = [
     ("add/ids-str", "explicit", lambda c: c.ix.add(vecs(), ids="1000"), TypeError, "ids"),
     ("add/ids-2d", "explicit", lambda c: c.ix.add(vecs(), ids=np.arange(1000, 1005)[:, None]), ValueError, "ids"),
     ("add/ids-int64-max", "explicit", lambda c: c.ix.add(vecs(1), ids=[2**63 - 1]), ValueError, "ids"),
-    ("add/ids-uint64-huge", "explicit", lambda c: c.ix.add(vecs(1), ids=np.array([2**64 - 1], np.uint64)), ValueError, "ids"),
+    (
+        "add/ids-uint64-huge",
+        "explicit",
+        lambda c: c.ix.add(vecs(1), ids=np.array([2**64 - 1], np.uint64)),
+        ValueError,
+        "ids",
+    ),
     ("add/read-only", "mmap", lambda c: c.ix.add(vecs()), RuntimeError, "mmap"),
     # --- add_codes ------------------------------------------------------------------------
     ("add_codes/int64", "seq", lambda c: c.ix.add_codes(np.zeros((3, 2), np.int64)), TypeError, "codes"),
@@ -144,9 +157,27 @@ CASES = [
     ("add_codes/int8", "seq", lambda c: c.ix.add_codes(np.zeros((3, 2), np.int8)), TypeError, "codes"),
     ("add_codes/wide", "seq", lambda c: c.ix.add_codes(np.zeros((3, 3), np.uint8)), ValueError, "codes"),
     ("add_codes/1d", "seq", lambda c: c.ix.add_codes(np.zeros(2, np.uint8)), ValueError, "codes"),
-    ("add_codes/padding-bits", "pad", lambda c: c.ix.add_codes(np.full((3, 2), 0xFF, np.uint8), ids=[7, 8, 9]), ValueError, "codes"),
-    ("add_codes/nbits3-padding", "nbits3", lambda c: c.ix.add_codes(np.full((2, 2), 0x80, np.uint8)), ValueError, "codes"),
-    ("add_codes/ids-mismatch", "explicit", lambda c: c.ix.add_codes(np.zeros((3, 2), np.uint8), ids=[1000]), ValueError, "ids"),
+    (
+        "add_codes/padding-bits",
+        "pad",
+        lambda c: c.ix.add_codes(np.full((3, 2), 0xFF, np.uint8), ids=[7, 8, 9]),
+        ValueError,
+        "codes",
+    ),
+    (
+        "add_codes/nbits3-padding",
+        "nbits3",
+        lambda c: c.ix.add_codes(np.full((2, 2), 0x80, np.uint8)),
+        ValueError,
+        "codes",
+    ),
+    (
+        "add_codes/ids-mismatch",
+        "explicit",
+        lambda c: c.ix.add_codes(np.zeros((3, 2), np.uint8), ids=[1000]),
+        ValueError,
+        "ids",
+    ),
     ("add_codes/read-only", "mmap", lambda c: c.ix.add_codes(np.zeros((3, 2), np.uint8)), RuntimeError, "mmap"),
     # --- search ---------------------------------------------------------------------------
     ("search/q-int", "seq", lambda c: c.ix.search(vecs(dtype=np.int32), 3), TypeError, "q"),
@@ -207,14 +238,38 @@ CASES = [
     ("load/mmap-str", "seq", lambda c: Idx.load(truncated(c), mmap="yes"), TypeError, "mmap"),
     ("load/path-list", "seq", lambda c: Idx.load(["a.spq"]), TypeError, "path"),
     # --- the command line (argparse errors: exit status 2, the option named on stderr) -----
-    ("cli/search-k-0", "seq", lambda c: cli("search", "--checkpoint", "m.pt", "--index", "i.spq", "-k", "0"), SystemExit, "-k"),
-    ("cli/search-k-text", "seq", lambda c: cli("search", "--checkpoint", "m.pt", "--index", "i.spq", "-k", "ten"), SystemExit, "-k"),
+    (
+        "cli/search-k-0",
+        "seq",
+        lambda c: cli("search", "--checkpoint", "m.pt", "--index", "i.spq", "-k", "0"),
+        SystemExit,
+        "-k",
+    ),
+    (
+        "cli/search-k-text",
+        "seq",
+        lambda c: cli("search", "--checkpoint", "m.pt", "--index", "i.spq", "-k", "ten"),
+        SystemExit,
+        "-k",
+    ),
     ("cli/search-no-index", "seq", lambda c: cli("search", "--checkpoint", "m.pt"), SystemExit, "--index"),
-    ("cli/search-query-negative", "seq", lambda c: cli("search", "--checkpoint", "m.pt", "--index", "i.spq", "--query", "-1"), SystemExit, "--query"),
+    (
+        "cli/search-query-negative",
+        "seq",
+        lambda c: cli("search", "--checkpoint", "m.pt", "--index", "i.spq", "--query", "-1"),
+        SystemExit,
+        "--query",
+    ),
     ("cli/train-bits-0", "seq", lambda c: cli("train", "--bits", "0"), SystemExit, "--bits"),
     ("cli/train-crop-scale-nan", "seq", lambda c: cli("train", "--crop-scale", "nan"), SystemExit, "--crop-scale"),
     ("cli/train-backbone", "seq", lambda c: cli("train", "--backbone", "vgg"), SystemExit, "--backbone"),
-    ("cli/index-split", "seq", lambda c: cli("index", "--checkpoint", "m.pt", "--out", "o.spq", "--split", "val"), SystemExit, "--split"),
+    (
+        "cli/index-split",
+        "seq",
+        lambda c: cli("index", "--checkpoint", "m.pt", "--out", "o.spq", "--split", "val"),
+        SystemExit,
+        "--split",
+    ),
     ("cli/unknown-command", "seq", lambda c: cli("serve"), SystemExit, "serve"),
 ]
 
@@ -224,8 +279,20 @@ def test_table_is_big_and_distinct():
     assert len(ids) == len(set(ids))
     assert len(ids) >= 40
     entry_points = {i.split("/")[0] for i in ids}
-    assert entry_points >= {"Index", "train", "add", "add_codes", "search", "encode", "decode",
-                            "remove", "reconstruct", "save", "load", "cli"}
+    assert entry_points >= {
+        "Index",
+        "train",
+        "add",
+        "add_codes",
+        "search",
+        "encode",
+        "decode",
+        "remove",
+        "reconstruct",
+        "save",
+        "load",
+        "cli",
+    }
 
 
 @pytest.mark.parametrize("case_id,kind,call,exc,needle", CASES, ids=[c[0] for c in CASES])

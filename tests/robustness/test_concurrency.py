@@ -1,6 +1,7 @@
 """Many Python threads on one index: 8 searchers while a writer adds and removes, plus the GIL
 being released during search. Every test runs under a watchdog: a deadlock dumps all stacks and
 fails the run instead of hanging CI."""
+
 from __future__ import annotations
 
 import threading
@@ -61,6 +62,7 @@ def test_searchers_during_add_remove(restore_threads):
                 with lock:
                     counts["searches"] += 1
                     counts["checked_rows"] += I.shape[0]
+
         return run
 
     def writer():

@@ -7,6 +7,7 @@ Loads never read temp files, and the library does not delete them on its own (an
 may be in the middle of a save); they are safe to delete when no save is running. The test
 checks that nothing else is ever left behind and that at most one temp file appears per kill.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Corrupted index files: deterministic replay of ~18,600 mutations under a memory limit, and
 issue 2's bar of 1,000 randomly truncated or byte-flipped files. The coverage-guided fuzzer
 (atheris) is fuzz/fuzz_load.py, run by `make fuzz`."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,12 @@ def test_replay_mutated_files_under_memory_limit(tmp_path):
     address space is capped at its size + 64 MiB: only ValueError/OSError or a working index."""
     work = scratch_dir(str(tmp_path))
     try:
-        proc = subprocess.run([sys.executable, os.path.join(HERE, "file_mutations.py"), "--replay", work],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, os.path.join(HERE, "file_mutations.py"), "--replay", work],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert proc.returncode == 0, f"replay crashed ({proc.returncode}):\n{proc.stderr[-4000:]}"

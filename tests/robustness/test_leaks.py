@@ -1,5 +1,6 @@
 """Resident memory stays flat over 10,000 add/search/remove/save/load cycles (error paths
 included: a rejected add and a rejected corrupt file every cycle)."""
+
 from __future__ import annotations
 
 import os

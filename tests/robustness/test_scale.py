@@ -1,5 +1,6 @@
 """Scale limits: 64-bit code offsets (> 2^31 code bytes, marked slow) and clean MemoryError
 when an add or a search cannot get memory under a limit the user set (RLIMIT_AS)."""
+
 from __future__ import annotations
 
 import json

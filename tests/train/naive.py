@@ -11,12 +11,12 @@ def soft_quantize_loop(x, codebooks, tau_q):
     out = np.zeros_like(x, dtype=np.float64)
     for i in range(x.shape[0]):
         for m in range(M):
-            sub = x[i, m * dsub:(m + 1) * dsub].astype(np.float64)
+            sub = x[i, m * dsub : (m + 1) * dsub].astype(np.float64)
             logits = [-tau_q * float(np.sum((sub - codebooks[m, k]) ** 2)) for k in range(K)]
             top = max(logits)
             w = [math.exp(v - top) for v in logits]
             s = sum(w)
-            out[i, m * dsub:(m + 1) * dsub] = sum(w[k] / s * codebooks[m, k].astype(np.float64) for k in range(K))
+            out[i, m * dsub : (m + 1) * dsub] = sum(w[k] / s * codebooks[m, k].astype(np.float64) for k in range(K))
     return out
 
 

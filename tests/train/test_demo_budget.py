@@ -18,10 +18,10 @@ from test_datasets import write_idx  # noqa: E402
 
 
 def test_plan_uses_all_images_for_whole_epochs_when_they_fit():
-    assert plan_training(300.0, 1000.0, 60000) == (5, 60000)        # 300k images fit: 5 epochs of 60k
-    assert plan_training(59.0, 1000.0, 60000) == (1, 59000)         # less than one epoch: a subset
-    assert plan_training(0.1, 1000.0, 60000) == (1, 512)            # at least 512 images
-    assert plan_training(-5.0, 1000.0, 300) == (1, 300)             # never more than there are
+    assert plan_training(300.0, 1000.0, 60000) == (5, 60000)  # 300k images fit: 5 epochs of 60k
+    assert plan_training(59.0, 1000.0, 60000) == (1, 59000)  # less than one epoch: a subset
+    assert plan_training(0.1, 1000.0, 60000) == (1, 512)  # at least 512 images
+    assert plan_training(-5.0, 1000.0, 300) == (1, 300)  # never more than there are
     assert plan_training(300.0, 1000.0, 60000, epochs=2) == (2, 60000)
     assert plan_training(60.0, 1000.0, 60000, epochs=3) == (3, 20000)
     assert plan_training(300.0, 1000.0, 60000, train_size=10000) == (30, 10000)
@@ -48,8 +48,24 @@ def test_demo_plans_epochs_and_images_from_its_budget(tmp_path, capsys):
         write_idx(root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         write_idx(root / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n).astype(np.uint8))
     out = tmp_path / "demo"
-    assert main(["demo", "--minutes", "0.05", "--queries", "16", "--data-root", str(root), "--out", str(out),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--minutes",
+                "0.05",
+                "--queries",
+                "16",
+                "--data-root",
+                str(root),
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "time budget 0.05 min" in capsys.readouterr().out
     result = json.loads((out / "results.json").read_text())
     plan, settings = result["plan"], result["settings"]

@@ -73,8 +73,27 @@ def test_cli_index_and_search_accept_a_published_model_file(tmp_path, capsys):
     np.savez(data, images=rng.integers(0, 256, (120, 28, 28), dtype=np.uint8), labels=rng.integers(0, 10, 120))
     index_file = tmp_path / "small.spqi"
     assert main(["index", "--checkpoint", model_file, "--data", str(data), "--out", str(index_file)]) == 0
-    assert main(["search", "--checkpoint", model_file, "--index", str(index_file), "--data", str(data),
-                 "--split", "train", "--query", "0", "5", "-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--checkpoint",
+                model_file,
+                "--index",
+                str(index_file),
+                "--data",
+                str(data),
+                "--split",
+                "train",
+                "--query",
+                "0",
+                "5",
+                "-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("train[")]
     got = [[int(i) for i in re.findall(r"(\d+)\(", ln.split(":", 1)[1])] for ln in lines]
     # The same through the Python API on the same split.

@@ -37,7 +37,7 @@ def _worker(rank, port, out, gather):
     try:
         model = _model()
         net = torch.nn.parallel.DistributedDataParallel(_TwoViews(model))
-        view_a, view_b = (v[rank * B:(rank + 1) * B] for v in _views())
+        view_a, view_b = (v[rank * B : (rank + 1) * B] for v in _views())
         (xa, za), (xb, zb) = net(view_a, view_b)
         loss = CQCLoss(TAU, gather_distributed=gather)(xa, xb, za, zb)
         loss.backward()  # DDP averages the parameter gradients over the processes
@@ -70,7 +70,9 @@ def _single_process():
     return {"loss": loss.detach(), **_grads(model)}
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo unavailable")
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo unavailable"
+)
 def test_two_processes_with_gathered_negatives_equal_one_process_on_the_whole_batch(tmp_path):
     single = _single_process()
     ddp = _run_two_processes(tmp_path, gather=True)

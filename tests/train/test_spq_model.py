@@ -21,15 +21,25 @@ def test_config_defaults_are_the_papers():
     assert SPQConfig.from_dict(old) == cfg
 
 
-@pytest.mark.parametrize("kwargs,match", [({"bits": 30}, "bits"), ({"K": 12}, "K"), ({"tau": 0}, "tau"),
-                                          ({"lr_schedule": "step"}, "lr_schedule"), ({"crop_scale": (0, 1)}, "crop_scale"),
-                                          ({"normalize_subspaces": 1}, "normalize_subspaces")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"bits": 30}, "bits"),
+        ({"K": 12}, "K"),
+        ({"tau": 0}, "tau"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"crop_scale": (0, 1)}, "crop_scale"),
+        ({"normalize_subspaces": 1}, "normalize_subspaces"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SPQConfig(**kwargs)
 
 
-@pytest.mark.parametrize("backbone,shape", [("cnn28", (3, 1, 28, 28)), ("cnn28_deep", (3, 1, 28, 28)), ("resnet18_cifar", (2, 3, 32, 32))])
+@pytest.mark.parametrize(
+    "backbone,shape", [("cnn28", (3, 1, 28, 28)), ("cnn28_deep", (3, 1, 28, 28)), ("resnet18_cifar", (2, 3, 32, 32))]
+)
 def test_forward_shapes(backbone, shape):
     model = SPQModel(SPQConfig(bits=16), backbone)
     x, z = model(torch.rand(shape))

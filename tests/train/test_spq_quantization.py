@@ -35,9 +35,10 @@ def test_soft_quantize_gradients_reach_x_and_codebooks():
     soft_quantize(x, C, 5.0).pow(2).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert C.grad is not None and C.grad.abs().sum() > 0
-    assert torch.autograd.gradcheck(lambda a, b: soft_quantize(a, b, 2.0),
-                                    (x[:2, :8].detach().double().requires_grad_(),
-                                     C[:, :4, :4].detach().double().requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda a, b: soft_quantize(a, b, 2.0),
+        (x[:2, :8].detach().double().requires_grad_(), C[:, :4, :4].detach().double().requires_grad_()),
+    )
 
 
 def test_soft_quantize_rejects_bad_shapes():
@@ -94,4 +95,5 @@ def test_normalized_head_model_exports_unit_subvectors(tmp_path):
     cu = torch.from_numpy(model.codebooks())
     nearest = ((xu[:, :, None] - cu[None]) ** 2).sum(-1).argmin(-1).numpy()
     from spqindex.pq import unpack_codes
+
     np.testing.assert_array_equal(unpack_codes(index.codes, cfg.M, cfg.nbits), nearest)

@@ -37,8 +37,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
         with pytest.raises(Crash):
             fit(tiny_model(), x, epochs=2, checkpoint_dir=tmp_path, progress=False, record_steps=True)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed = fit(tiny_model(perturb=True), x, epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False,
-                  record_steps=True)
+    resumed = fit(
+        tiny_model(perturb=True), x, epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False, record_steps=True
+    )
     assert len(resumed) == 2
     assert resumed[0]["step_losses"] == straight[0]["step_losses"]
     assert resumed[1]["step_losses"] == straight[1]["step_losses"]  # same next-step loss after resume
@@ -53,8 +54,9 @@ def test_eval_restores_train_mode_and_logs_map(tmp_path):
     x = tiny_images(40)
     y = np.arange(40) % 4
     model = tiny_model()
-    hist = fit(model, x, epochs=2, eval_data=((x[:8], y[:8]), (x, y)), top_n=10, progress=False,
-               checkpoint_dir=tmp_path)
+    hist = fit(
+        model, x, epochs=2, eval_data=((x[:8], y[:8]), (x, y)), top_n=10, progress=False, checkpoint_dir=tmp_path
+    )
     assert all("map" in h for h in hist) and 0 <= hist[-1]["map"] <= 1
     assert model.training
     assert all(m.training for m in model.modules())

@@ -64,14 +64,16 @@ class CodeLayout {
   void copy_rows(const uint8_t* src, size_t src_row, uint8_t* dst, size_t dst_row, size_t n) const;
   /// copy_rows from blocks of another layout of the same M, nbits (row by row through FAISS rows
   /// when the numbering differs).
-  void copy_rows_from(const CodeLayout& src_layout, const uint8_t* src, size_t src_row, uint8_t* dst,
-                      size_t dst_row, size_t n) const;
+  void copy_rows_from(const CodeLayout& src_layout, const uint8_t* src, size_t src_row,
+                      uint8_t* dst, size_t dst_row, size_t n) const;
   /// True when every stored row's padding bits (and every row past n in the last block) are zero,
   /// the canonical form save writes.
   bool canonical(const uint8_t* blocks, size_t n) const;
 
   /// Byte offset of row j (0..63) inside one 64-byte record (Fast4 / Fast8).
-  static size_t pos4(size_t j) { return (j / 32) * 32 + ((j % 32) < 16 ? 2 * (j % 32) : 2 * (j % 32 - 16) + 1); }
+  static size_t pos4(size_t j) {
+    return (j / 32) * 32 + ((j % 32) < 16 ? 2 * (j % 32) : 2 * (j % 32 - 16) + 1);
+  }
   static size_t pos8(size_t j) { return j < 32 ? 2 * j : 2 * (j - 32) + 1; }
   /// The row (0..63) whose code lies at byte o of a record (inverse of pos4 / pos8).
   static size_t row_at(Kind kind, size_t o) {

@@ -16,13 +16,13 @@ namespace spqindex {
 }  // namespace spqindex
 
 /// Caller error: the message should name the offending argument.
-#define SPQ_CHECK_ARG(cond, msg)                       \
-  do {                                                 \
-    if (!(cond)) throw std::invalid_argument((msg));   \
+#define SPQ_CHECK_ARG(cond, msg)                     \
+  do {                                               \
+    if (!(cond)) throw std::invalid_argument((msg)); \
   } while (0)
 
 /// Internal invariant.
-#define SPQ_CHECK(cond)                                                         \
-  do {                                                                          \
-    if (!(cond)) ::spqindex::throw_internal(#cond, __FILE__, __LINE__);         \
+#define SPQ_CHECK(cond)                                                 \
+  do {                                                                  \
+    if (!(cond)) ::spqindex::throw_internal(#cond, __FILE__, __LINE__); \
   } while (0)

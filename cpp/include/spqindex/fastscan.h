@@ -23,10 +23,10 @@ namespace spqindex {
 ///               nbits 8: (M, 256).
 struct QuantizedLut {
   std::vector<uint8_t> table;
-  double scale = 1;   ///< a
-  double base = 0;    ///< Σ_m min_m
-  double slack = 0;   ///< Σ_m e_m + float32 summation error bound
-  bool ok = false;    ///< false: LUT not finite or too wide; use the float scan
+  double scale = 1;  ///< a
+  double base = 0;   ///< Σ_m min_m
+  double slack = 0;  ///< Σ_m e_m + float32 summation error bound
+  bool ok = false;   ///< false: LUT not finite or too wide; use the float scan
   /// The kernel's table when it is not `table`: the group minima of the grouped 8-bit kernel
   /// (grouped_scan.h GroupedLut::table); empty otherwise.
   std::vector<uint8_t> grouped;
@@ -49,9 +49,9 @@ struct ScanQuery {
 /// Receives the candidates of one block for query qi: bit j of mask = row block * 64 + j.
 using CandidateSink = void (*)(void* ctx, int qi, size_t block, uint64_t mask);
 
-/// One kernel call: blocks [b0, b1) of the stored blocks (code_layout.h Fast4 / Fast8) against nq <= kMaxScanQueries queries.
-/// Plain pointers only: ISA files must not instantiate inline or template code from headers
-/// (the linker could pick their AVX-512 copy for the whole program).
+/// One kernel call: blocks [b0, b1) of the stored blocks (code_layout.h Fast4 / Fast8) against nq
+/// <= kMaxScanQueries queries. Plain pointers only: ISA files must not instantiate inline or
+/// template code from headers (the linker could pick their AVX-512 copy for the whole program).
 struct ScanArgs {
   const uint8_t* blocks;  ///< block 0 of the stored codes
   size_t block_bytes;

@@ -24,7 +24,8 @@ class FileMapping;
 
 /// A requested id is not in the index (Python KeyError).
 struct IdNotFound : std::out_of_range {
-  explicit IdNotFound(int64_t id) : std::out_of_range("id " + std::to_string(id) + " is not in the index"), id(id) {}
+  explicit IdNotFound(int64_t id)
+      : std::out_of_range("id " + std::to_string(id) + " is not in the index"), id(id) {}
   int64_t id;
 };
 
@@ -32,7 +33,8 @@ struct IdNotFound : std::out_of_range {
 struct ReadOnlyIndex : std::runtime_error {
   ReadOnlyIndex()
       : std::runtime_error(
-            "index is read-only: it was loaded with mmap=True; load it with mmap=False to modify it") {}
+            "index is read-only: it was loaded with mmap=True; load it with mmap=False to modify "
+            "it") {}
 };
 
 /// Whether ids are assigned by the index or given by the user; fixed by the first add and
@@ -113,9 +115,9 @@ class Index {
   std::vector<uint8_t> blocks_;  ///< Layout: (nblocks(ntotal), block_bytes), code_layout.h
   std::vector<int64_t> ids_;     ///< Layout: (ntotal,) once ids_stored_, else empty
   bool ids_stored_ = false;
-  bool ids_ascending_ = true;    ///< ids increase with rows (true while implicit)
+  bool ids_ascending_ = true;  ///< ids increase with rows (true while implicit)
   size_t ntotal_ = 0;
-  int64_t next_id_ = 0;          ///< 1 + largest id ever added (ids continue from here)
+  int64_t next_id_ = 0;  ///< 1 + largest id ever added (ids continue from here)
   IdMode id_mode_ = IdMode::Unset;
   std::shared_ptr<FileMapping> mapping_;  ///< set when codes/ids live in a read-only mapping
   const uint8_t* mapped_blocks_ = nullptr;

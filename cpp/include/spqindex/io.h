@@ -19,8 +19,8 @@
 //   0       8               magic
 //   8       4               u32 format version (1)
 //   12      4               u32 header length (36)
-//   16      36              header: u32 dim, M, nbits, metric id, flags (id mode 0..2); u64 ntotal; u64 next id
-//   52      4*M*K*dsub      codebooks f32, layout (M, K, dsub)
+//   16      36              header: u32 dim, M, nbits, metric id, flags (id mode 0..2); u64 ntotal;
+//   u64 next id 52      4*M*K*dsub      codebooks f32, layout (M, K, dsub)
 //   ...     pad to 64       zeros
 //   c       ntotal*cs       codes u8, FAISS rows (ntotal, code_size)   (c % 64 == 0)
 //   ...     pad to 8        zeros
@@ -51,8 +51,8 @@ struct FileLayout {
   size_t codebooks_bytes, codes_offset, codes_bytes, ids_offset, ids_bytes, file_bytes;
 };
 /// Throws std::invalid_argument if the sizes overflow. v1: ids always stored.
-FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits,
-                       uint64_t ntotal, bool ids_stored);
+FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits, uint64_t ntotal,
+                       bool ids_stored);
 
 /// A read-only mapping of a whole file (POSIX mmap).
 class FileMapping {

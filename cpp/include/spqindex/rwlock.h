@@ -15,7 +15,9 @@ class WriterPreferringMutex {
   }
   void unlock() { rw_.unlock(); }
   void lock_shared() {
-    { std::lock_guard<std::mutex> gate(gate_); }
+    {
+      std::lock_guard<std::mutex> gate(gate_);
+    }
     rw_.lock_shared();
   }
   void unlock_shared() { rw_.unlock_shared(); }

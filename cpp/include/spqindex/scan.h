@@ -21,7 +21,8 @@ void scan_codes(const float* lut, const uint8_t* codes, const int64_t* ids, size
 void block_scores(const float* lut, const CodeLayout& layout, const uint8_t* block, float* out);
 
 /// Score of row j of one stored block (same arithmetic): rescoring of fast-scan candidates.
-inline float block_row_score(const float* lut, const CodeLayout& layout, const uint8_t* block, size_t j) {
+inline float block_row_score(const float* lut, const CodeLayout& layout, const uint8_t* block,
+                             size_t j) {
   const int M = layout.M();
   float d = 0.f;
   switch (layout.kind()) {
@@ -38,7 +39,8 @@ inline float block_row_score(const float* lut, const CodeLayout& layout, const u
       for (int m = 0; m < M; m++) d += lut[m * 256 + block[static_cast<size_t>(m) * 64 + pos]];
       return d;
     }
-    default: return adc_score(lut, block + j * layout.code_size(), M, layout.nbits());
+    default:
+      return adc_score(lut, block + j * layout.code_size(), M, layout.nbits());
   }
 }
 

@@ -74,8 +74,8 @@ void scan_range(ScanKernel kernel, const CodeLayout& layout, const uint8_t* bloc
 /// Range search in the FAISS convention: for "l2"/"spq" every row with distance < radius, for
 /// "ip" every row with inner product > radius. lims (nq + 1): hits of query i are
 /// [lims[i], lims[i+1]) of D and I, ordered by (distance, id) best first.
-void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src,
-                         const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
-                         std::vector<float>* D, std::vector<int64_t>* I);
+void range_search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, const float* q,
+                         size_t nq, float radius, std::vector<int64_t>* lims, std::vector<float>* D,
+                         std::vector<int64_t>* I);
 
 }  // namespace spqindex

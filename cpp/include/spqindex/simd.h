@@ -2,9 +2,9 @@
 // SPQINDEX_SIMD environment variable (scalar|avx2|avx512|neon) can force a lower level.
 // Every kernel of every level must produce bit-identical results to the scalar one.
 //
-// ISA files (kernels_<isa>.cpp, scan<bits>_<isa>.cpp; compiled with per-file -m flags): each level's
-// kernels_<isa>.cpp fills and returns its COMPLETE table (scan kernels included, taken from the
-// scan files of the same ISA). They hold no static objects and call only intrinsics and
+// ISA files (kernels_<isa>.cpp, scan<bits>_<isa>.cpp; compiled with per-file -m flags): each
+// level's kernels_<isa>.cpp fills and returns its COMPLETE table (scan kernels included, taken from
+// the scan files of the same ISA). They hold no static objects and call only intrinsics and
 // __builtin_* functions: an inline or template function from a header (std::min, std::sqrt,
 // numeric_limits...) would be emitted there as a weak symbol, and the linker may keep that
 // ISA-flagged copy for the whole program. `make check-isa` verifies this with nm (Release and -O0).
@@ -22,9 +22,10 @@ constexpr int kNumSimdLevels = 4;
 
 /// Writes the uint16 quantized sum of every row of blocks [b0, b1) (fastscan.h layouts) for one
 /// query table (QuantizedLut::table): out[(b - b0) * 64 + j] = Σ_m q[m, code_m of row b*64 + j].
-/// Exact: quantize_lut keeps every sum within uint16. Used by the large-k selection (topk_select.h).
-using SumsKernel = void (*)(const uint8_t* blocks, size_t block_bytes, int M, size_t b0,
-                            size_t b1, const uint8_t* qlut, uint16_t* out);
+/// Exact: quantize_lut keeps every sum within uint16. Used by the large-k selection
+/// (topk_select.h).
+using SumsKernel = void (*)(const uint8_t* blocks, size_t block_bytes, int M, size_t b0, size_t b1,
+                            const uint8_t* qlut, uint16_t* out);
 
 struct Kernels {
   SimdLevel level;
@@ -40,9 +41,9 @@ struct Kernels {
                  double max_norm, int K, int dsub);
   /// nearest() for n vectors (row stride `stride` floats) into out[i * out_stride]; nullptr:
   /// the encoder calls nearest() per vector.
-  void (*nearest_batch)(const float* x, size_t n, size_t stride, const float* ct,
-                        const float* rows, const float* norms, double max_norm, int K, int dsub,
-                        uint8_t* out, size_t out_stride) = nullptr;
+  void (*nearest_batch)(const float* x, size_t n, size_t stride, const float* ct, const float* rows,
+                        const float* norms, double max_norm, int K, int dsub, uint8_t* out,
+                        size_t out_stride) = nullptr;
   /// Fast-scan kernels for 4-bit and 8-bit codes (fastscan.h); nullptr: use the float scan.
   ScanKernel scan4 = nullptr;
   ScanKernel scan8 = nullptr;

@@ -32,12 +32,12 @@ struct SelectScratch {
 };
 
 /// Exact top-k of the rows of blocks [b0, b1) (rows < n) of the stored blocks (code_layout.h,
-/// Fast4 or Fast8) for one query, into `heap` (capacity k). lut: the float LUT (M, K); qlut: its quantized form (must be ok);
-/// ids: ids[row], or nullptr to push row numbers (only when ids ascend with rows: same tie
-/// order). sums: the level's SumsKernel for layout.nbits().
+/// Fast4 or Fast8) for one query, into `heap` (capacity k). lut: the float LUT (M, K); qlut: its
+/// quantized form (must be ok); ids: ids[row], or nullptr to push row numbers (only when ids ascend
+/// with rows: same tie order). sums: the level's SumsKernel for layout.nbits().
 void select_topk(SumsKernel sums, const CodeLayout& layout, const uint8_t* blocks, size_t n,
-                 size_t b0, size_t b1, const int64_t* ids, const float* lut, const QuantizedLut& qlut, TopK* heap,
-                 SelectScratch* scratch);
+                 size_t b0, size_t b1, const int64_t* ids, const float* lut,
+                 const QuantizedLut& qlut, TopK* heap, SelectScratch* scratch);
 
 /// Whether select_topk is the better path for k over n rows (else fastscan_topk).
 inline bool prefer_select_topk(size_t k, size_t n) { return k >= 64 && n >= 8 * k; }

@@ -7,6 +7,7 @@ gathers its rows and writes its shard file atomically (``Index.save``); the mani
 Without an id column, rows get sequential ids in dataset order (the order is preserved) and each
 shard takes a contiguous range; with one, each row goes to shard ``hash(id) % S`` as in ``add``.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,16 @@ def _block_rows(block: dict) -> int:
     return int(len(block["codes"]))
 
 
-def _write_shard(path: str, codebooks: np.ndarray, metric: str, blocks: list, pieces: list,
-                 id_start: Optional[int], shard: int, num_shards: int) -> int:
+def _write_shard(
+    path: str,
+    codebooks: np.ndarray,
+    metric: str,
+    blocks: list,
+    pieces: list,
+    id_start: Optional[int],
+    shard: int,
+    num_shards: int,
+) -> int:
     """Gathers a shard's rows from the encoded blocks and writes its file atomically.
 
     ``pieces``: (block number, first row, end row) ranges in dataset order, with sequential ids
@@ -137,10 +146,22 @@ def _as_dataset(data):
     raise ValueError(f"data: expected a ray.data.Dataset, .npy files or Parquet files/folders, got {paths[:3]}")
 
 
-def build_sharded(data, directory, *, codebooks=None, metric: Optional[str] = None, model=None,
-                  column: Optional[str] = None, id_column: Optional[str] = None, num_shards: int = 4,
-                  batch_size: int = 4096, encoders: Optional[int] = None, progress: bool = True,
-                  address: Optional[str] = None, **actor_options):
+def build_sharded(
+    data,
+    directory,
+    *,
+    codebooks=None,
+    metric: Optional[str] = None,
+    model=None,
+    column: Optional[str] = None,
+    id_column: Optional[str] = None,
+    num_shards: int = 4,
+    batch_size: int = 4096,
+    encoders: Optional[int] = None,
+    progress: bool = True,
+    address: Optional[str] = None,
+    **actor_options,
+):
     """Builds a sharded index under ``directory`` from ``data`` and opens it (a ``ShardedIndex``).
 
     ``data``: a ``ray.data.Dataset``, or ``.npy`` / Parquet paths. Vectors: ``codebooks`` (an
@@ -159,6 +180,7 @@ def build_sharded(data, directory, *, codebooks=None, metric: Optional[str] = No
     if model is not None:
         if isinstance(model, (str, os.PathLike)):
             from ..train.model import SPQModel
+
             path = os.fspath(model)
             if os.path.isdir(path):
                 path = os.path.join(path, "model.pt")
@@ -201,14 +223,28 @@ def build_sharded(data, directory, *, codebooks=None, metric: Optional[str] = No
         if model is not None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
             model_box = [ray.put(model_obj) if not isinstance(model_obj, str) else model_obj]
-            enc = ds.map_batches(_Embedder, batch_size=batch_size, batch_format="numpy",
-                                 concurrency=encoders or 1, num_gpus=gpus,
-                                 fn_constructor_kwargs=dict(model_box=model_box, cb_box=cb_box, metric=metric,
-                                                            column=column, id_column=id_column,
-                                                            torch_threads=1 if gpus else 2))
+            enc = ds.map_batches(
+                _Embedder,
+                batch_size=batch_size,
+                batch_format="numpy",
+                concurrency=encoders or 1,
+                num_gpus=gpus,
+                fn_constructor_kwargs=dict(
+                    model_box=model_box,
+                    cb_box=cb_box,
+                    metric=metric,
+                    column=column,
+                    id_column=id_column,
+                    torch_threads=1 if gpus else 2,
+                ),
+            )
         else:
-            enc = ds.map_batches(_encode_batch, batch_size=batch_size, batch_format="numpy",
-                                 fn_kwargs=dict(cb_box=cb_box, metric=metric, column=column, id_column=id_column))
+            enc = ds.map_batches(
+                _encode_batch,
+                batch_size=batch_size,
+                batch_format="numpy",
+                fn_kwargs=dict(cb_box=cb_box, metric=metric, column=column, id_column=id_column),
+            )
         blocks = enc.materialize().to_numpy_refs()
         rows = ray.get([ray.remote(_block_rows).options(num_cpus=0.1).remote(b) for b in blocks])
         n = int(sum(rows))
@@ -218,8 +254,11 @@ def build_sharded(data, directory, *, codebooks=None, metric: Optional[str] = No
         tasks = {}
         for s in range(num_shards):
             if id_column is None:  # the rows [r[s], r[s+1]) of the concatenated blocks
-                pieces = [(b, int(max(r[s], starts[b]) - starts[b]), int(min(r[s + 1], starts[b + 1]) - starts[b]))
-                          for b in range(len(blocks)) if starts[b] < r[s + 1] and starts[b + 1] > r[s]]
+                pieces = [
+                    (b, int(max(r[s], starts[b]) - starts[b]), int(min(r[s + 1], starts[b + 1]) - starts[b]))
+                    for b in range(len(blocks))
+                    if starts[b] < r[s + 1] and starts[b + 1] > r[s]
+                ]
                 id_start = int(r[s])
             else:
                 pieces, id_start = [(b, 0, rows[b]) for b in range(len(blocks))], None
@@ -242,11 +281,23 @@ def build_sharded(data, directory, *, codebooks=None, metric: Optional[str] = No
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
     mode = None if n == 0 else ("explicit" if id_column is not None else "sequential")
-    write_manifest(directory, {
-        "metric": metric, "dim": probe.dim, "M": probe.M, "nbits": probe.nbits, "code_size": probe.code_size,
-        "codebooks_sha256": codebooks_sha256(cb), "id_mode": mode, "next_id": n if mode == "sequential" else 0,
-        "generation": 0, "ntotal": int(sum(counts)), "spqindex_version": spqindex.__version__,
-        "shards": [{"file": shard_file(s, 0), "count": int(counts[s])} for s in range(num_shards)]})
+    write_manifest(
+        directory,
+        {
+            "metric": metric,
+            "dim": probe.dim,
+            "M": probe.M,
+            "nbits": probe.nbits,
+            "code_size": probe.code_size,
+            "codebooks_sha256": codebooks_sha256(cb),
+            "id_mode": mode,
+            "next_id": n if mode == "sequential" else 0,
+            "generation": 0,
+            "ntotal": int(sum(counts)),
+            "spqindex_version": spqindex.__version__,
+            "shards": [{"file": shard_file(s, 0), "count": int(counts[s])} for s in range(num_shards)],
+        },
+    )
     return ShardedIndex.open(directory, **actor_options)
 
 

@@ -2,6 +2,7 @@
 
 Registered by ``spqindex.cli``; ray is imported only when a command runs (``info`` needs none).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,25 @@ import sys
 
 def add_parser(sub) -> None:
     """Adds the ``shard`` command (with build/search/info) to the ``spqindex`` subparsers."""
-    p = sub.add_parser("shard", help="a sharded index on a Ray cluster: build, search, info",
-                       description="Build a sharded index from vector files with Ray Data, search it exactly "
-                                   "over Ray actors, or print its manifest. --address auto joins a running "
-                                   "cluster; without it a local Ray instance is started.")
+    p = sub.add_parser(
+        "shard",
+        help="a sharded index on a Ray cluster: build, search, info",
+        description="Build a sharded index from vector files with Ray Data, search it exactly "
+        "over Ray actors, or print its manifest. --address auto joins a running "
+        "cluster; without it a local Ray instance is started.",
+    )
     p.set_defaults(run=_run)
     cmds = p.add_subparsers(dest="shard_command", metavar="ACTION", parser_class=type(p))
     cmds.required = True
 
     b = cmds.add_parser("build", help="encode vector files (.npy or Parquet) into shard files + manifest")
-    b.add_argument("--data", nargs="+", required=True, metavar="FILE",
-                   help=".npy files, or Parquet files/folders (one vector column, optional id column)")
+    b.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help=".npy files, or Parquet files/folders (one vector column, optional id column)",
+    )
     b.add_argument("--out", required=True, help="directory for the shard files and manifest.json (new)")
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--codebooks", metavar="INDEX", help="an index file whose codebooks and metric are used")
@@ -38,8 +47,11 @@ def add_parser(sub) -> None:
     s.add_argument("directory", help="directory of a sharded index")
     s.add_argument("--queries", required=True, help=".npy file of query vectors (n, dim)")
     s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
-    s.add_argument("--allow-partial", action="store_true",
-                   help="answer from the shards that respond and name the missing ones (default: fail)")
+    s.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="answer from the shards that respond and name the missing ones (default: fail)",
+    )
     s.add_argument("--json", action="store_true", help="one JSON object per query")
     _add_cluster(s)
 
@@ -49,8 +61,11 @@ def add_parser(sub) -> None:
 
 
 def _add_cluster(p) -> None:
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto' or host:port; default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join ('auto' or host:port; default: $RAY_ADDRESS, else a local instance)",
+    )
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs per shard actor (default: fractional share)")
 
 
@@ -73,10 +88,20 @@ def _build(args) -> int:
     if args.shards < 1:
         raise ValueError(f"--shards: expected a positive integer, got {args.shards}")
     codebooks = None if args.codebooks is None else spqindex.Index.load(args.codebooks, mmap=True)
-    sx = build_sharded(args.data, args.out, codebooks=codebooks, metric=args.metric, model=args.model,
-                       column=args.column, id_column=args.id_column, num_shards=args.shards,
-                       batch_size=args.batch_size, progress=not args.quiet, address=args.address,
-                       **_actor_options(args))
+    sx = build_sharded(
+        args.data,
+        args.out,
+        codebooks=codebooks,
+        metric=args.metric,
+        model=args.model,
+        column=args.column,
+        id_column=args.id_column,
+        num_shards=args.shards,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        address=args.address,
+        **_actor_options(args),
+    )
     print(f"{len(sx)} vectors in {sx.num_shards} shards under {sx.directory} (metric {sx.metric})")
     sx.close()
     return 0
@@ -97,8 +122,9 @@ def _search(args) -> int:
     for row in range(len(I)):
         keep = I[row] >= 0
         if args.json:
-            print(json.dumps({"query": row, "ids": I[row][keep].tolist(),
-                              "distances": [float(d) for d in D[row][keep]]}))
+            print(
+                json.dumps({"query": row, "ids": I[row][keep].tolist(), "distances": [float(d) for d in D[row][keep]]})
+            )
         else:
             print(f"query {row}: " + " ".join(f"{i}:{d:.6g}" for i, d in zip(I[row][keep], D[row][keep])))
     return 0
@@ -111,12 +137,15 @@ def _info(args) -> int:
     if args.json:
         print(json.dumps(m, indent=1, sort_keys=True))
         return 0
-    print(f"{args.directory}: {m.get('ntotal')} vectors, {len(m['shards'])} shards, metric {m['metric']}, "
-          f"dim {m.get('dim')}, M {m.get('M')}, nbits {m.get('nbits')}, ids {m['id_mode'] or 'none yet'}, "
-          f"generation {m['generation']}")
+    print(
+        f"{args.directory}: {m.get('ntotal')} vectors, {len(m['shards'])} shards, metric {m['metric']}, "
+        f"dim {m.get('dim')}, M {m.get('M')}, nbits {m.get('nbits')}, ids {m['id_mode'] or 'none yet'}, "
+        f"generation {m['generation']}"
+    )
     for s, e in enumerate(m["shards"]):
         path = os.path.join(args.directory, e["file"])
         size = os.path.getsize(path) if os.path.exists(path) else None
-        print(f"  shard {s}: {e['file']}  {e['count']} vectors  "
-              + (f"{size} bytes" if size is not None else "MISSING"))
+        print(
+            f"  shard {s}: {e['file']}  {e['count']} vectors  " + (f"{size} bytes" if size is not None else "MISSING")
+        )
     return 0

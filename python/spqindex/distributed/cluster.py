@@ -1,4 +1,5 @@
 """Ray plumbing: joining a cluster, the shards' CPU share and threads, their placement group."""
+
 from __future__ import annotations
 
 import math
@@ -65,12 +66,14 @@ def make_placement(placement: Optional[str], num_shards: int, num_cpus: float, t
         raise TimeoutError(
             f"placement: {num_shards} bundles of {{'CPU': {num_cpus}}} with strategy {placement.upper()} "
             f"could not be placed within {timeout} s (cluster resources: {ray.cluster_resources()}, "
-            f"available: {ray.available_resources()}); lower num_cpus, or use placement=None") from None
+            f"available: {ray.available_resources()}); lower num_cpus, or use placement=None"
+        ) from None
     return pg
 
 
-def start_actors(directory: str, num_shards: int, num_cpus: float, threads: int, pg, max_restarts: int,
-                 timeout: float) -> Tuple[List, List[dict]]:
+def start_actors(
+    directory: str, num_shards: int, num_cpus: float, threads: int, pg, max_restarts: int, timeout: float
+) -> Tuple[List, List[dict]]:
     """One ``ShardServer`` actor per shard; waits for each to have loaded its file."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -80,17 +83,20 @@ def start_actors(directory: str, num_shards: int, num_cpus: float, threads: int,
     cls = ray.remote(ShardServer)
     actors = []
     for i in range(num_shards):
-        strategy = (PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
-                    if pg is not None else "SPREAD")
-        actors.append(cls.options(num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=0,
-                                  scheduling_strategy=strategy).remote(directory, i, threads))
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i) if pg is not None else "SPREAD"
+        actors.append(
+            cls.options(
+                num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=0, scheduling_strategy=strategy
+            ).remote(directory, i, threads)
+        )
     try:
         infos = ray.get([a.hello.remote() for a in actors], timeout=timeout)
     except ray.exceptions.GetTimeoutError:
         for a in actors:
             ray.kill(a, no_restart=True)
-        raise TimeoutError(f"shard actors did not start within {timeout} s "
-                           f"(available resources: {ray.available_resources()})") from None
+        raise TimeoutError(
+            f"shard actors did not start within {timeout} s (available resources: {ray.available_resources()})"
+        ) from None
     except BaseException:
         for a in actors:
             ray.kill(a, no_restart=True)

@@ -1,4 +1,5 @@
 """Errors of the sharded index."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,7 +12,9 @@ class ShardUnavailableError(RuntimeError):
 
     def __init__(self, missing: Sequence[int], detail: str = ""):
         self.missing = sorted(int(i) for i in missing)
-        super().__init__(f"shards {self.missing} did not answer after one retry"
-                         + (f": {detail}" if detail else "")
-                         + "; no result is returned from fewer shards (search(..., allow_partial=True) "
-                           "returns what the others found and names the missing shards)")
+        super().__init__(
+            f"shards {self.missing} did not answer after one retry"
+            + (f": {detail}" if detail else "")
+            + "; no result is returned from fewer shards (search(..., allow_partial=True) "
+            "returns what the others found and names the missing shards)"
+        )

@@ -5,6 +5,7 @@ It names the shard files of one consistent snapshot. ``save`` writes changed sha
 fsync, rename, fsync of the directory), then deletes the files it no longer names. A crash at any
 point leaves the previous manifest and every file it names intact.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,12 @@ def read_manifest(directory) -> Dict[str, Any]:
     if not isinstance(m["shards"], list) or not m["shards"]:
         raise ValueError(f"{path}: manifest names no shards")
     for s in m["shards"]:
-        if not isinstance(s, dict) or not isinstance(s.get("file"), str) or os.sep in s["file"] \
-                or not isinstance(s.get("count"), int):
+        if (
+            not isinstance(s, dict)
+            or not isinstance(s.get("file"), str)
+            or os.sep in s["file"]
+            or not isinstance(s.get("count"), int)
+        ):
             raise ValueError(f"{path}: bad shard entry {s!r}")
     return m
 

@@ -4,6 +4,7 @@ Order: best distance first (smallest for "l2"/"spq", largest for "ip"), ties by 
 (id -1, distance +inf, or -inf for "ip") last. Each shard's exact top-k under that order contains
 its part of the global top-k, so merging the S lists of k is exact.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -11,8 +12,9 @@ from typing import Sequence, Tuple
 import numpy as np
 
 
-def merge_topk(Ds: Sequence[np.ndarray], Is: Sequence[np.ndarray], k: int, metric: str
-               ) -> Tuple[np.ndarray, np.ndarray]:
+def merge_topk(
+    Ds: Sequence[np.ndarray], Is: Sequence[np.ndarray], k: int, metric: str
+) -> Tuple[np.ndarray, np.ndarray]:
     """(nq, k) float32 distances and int64 ids from S pairs of (nq, k_s) shard results."""
     D = np.concatenate([np.asarray(d, dtype=np.float32) for d in Ds], axis=1)
     I = np.concatenate([np.asarray(i, dtype=np.int64) for i in Is], axis=1)
@@ -25,5 +27,7 @@ def merge_topk(Ds: Sequence[np.ndarray], Is: Sequence[np.ndarray], k: int, metri
     key = -D if metric == "ip" else D
     # np.lexsort: the last key is the primary one.
     order = np.lexsort((I, key, I < 0), axis=1)[:, :k]
-    return (np.ascontiguousarray(np.take_along_axis(D, order, axis=1)),
-            np.ascontiguousarray(np.take_along_axis(I, order, axis=1)))
+    return (
+        np.ascontiguousarray(np.take_along_axis(D, order, axis=1)),
+        np.ascontiguousarray(np.take_along_axis(I, order, axis=1)),
+    )

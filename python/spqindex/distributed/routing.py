@@ -5,6 +5,7 @@ duplicate add is refused by that shard, and remove/lookup need no directory). Id
 numbers itself (``add(x)`` without ids) continue a global counter kept by the driver and saved in
 the manifest, exactly like ``Index.add``; such a batch goes whole to the smallest shard.
 """
+
 from __future__ import annotations
 
 import numpy as np

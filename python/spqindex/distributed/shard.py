@@ -8,6 +8,7 @@ each start. Every call names the token the driver expects; an actor with another
 restarted) does nothing and answers ``(token,)``, so no change or answer ever comes from a restarted
 shard before the driver has replayed the changes made since the last save.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,10 +44,17 @@ class ShardServer:
     def hello(self) -> dict:
         import ray
 
-        return {"token": self.token, "count": len(self._index), "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id(), "threads": spqindex.get_num_threads(),
-                "codebooks_sha256": codebooks_sha256(self._index.codebooks), "metric": self._index.metric,
-                "file": os.path.basename(self._path), "read_only": self._index.read_only}
+        return {
+            "token": self.token,
+            "count": len(self._index),
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "threads": spqindex.get_num_threads(),
+            "codebooks_sha256": codebooks_sha256(self._index.codebooks),
+            "metric": self._index.metric,
+            "file": os.path.basename(self._path),
+            "read_only": self._index.read_only,
+        }
 
     # --- queries -------------------------------------------------------------------------------
     def search(self, expect: str, q: np.ndarray, k: int):
@@ -74,8 +82,11 @@ class ShardServer:
         if self._sorted_ids is None:
             self._sorted_ids = np.sort(self._index.ids)
         pos = np.searchsorted(self._sorted_ids, ids)
-        present = (pos < self._sorted_ids.size) & (self._sorted_ids[np.minimum(pos, self._sorted_ids.size - 1)] == ids) \
-            if self._sorted_ids.size else np.zeros(len(ids), bool)
+        present = (
+            (pos < self._sorted_ids.size) & (self._sorted_ids[np.minimum(pos, self._sorted_ids.size - 1)] == ids)
+            if self._sorted_ids.size
+            else np.zeros(len(ids), bool)
+        )
         n = 0
         if present.any():  # a read-only shard holding none of the ids stays mapped
             n = self._writable().remove(ids[present])

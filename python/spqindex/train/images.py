@@ -10,7 +10,9 @@ def check_images(images) -> None:
     """Raise if ``images`` is not uint8 (N, H, W) / (N, H, W, C) or a float (N, C, H, W) tensor."""
     if isinstance(images, torch.Tensor):
         if not images.is_floating_point() or images.dim() != 4:
-            raise TypeError(f"image tensors must be float (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}")
+            raise TypeError(
+                f"image tensors must be float (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}"
+            )
         return
     if not isinstance(images, np.ndarray):
         raise TypeError(f"images must be a numpy uint8 array or a float torch tensor, got {type(images).__name__}")

@@ -33,8 +33,14 @@ def nt_xent(u: torch.Tensor, v: torch.Tensor, tau: float = 0.5, gather_distribut
     return F.cross_entropy(logits, target)
 
 
-def cqc_loss(xa: torch.Tensor, xb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, tau: float = 0.5,
-             gather_distributed: bool = False) -> torch.Tensor:
+def cqc_loss(
+    xa: torch.Tensor,
+    xb: torch.Tensor,
+    za: torch.Tensor,
+    zb: torch.Tensor,
+    tau: float = 0.5,
+    gather_distributed: bool = False,
+) -> torch.Tensor:
     """Features of view A against soft-quantized view B, and B against A, averaged.
 
     (The reference code sums the two terms; averaging only halves the gradient scale under Adam.)

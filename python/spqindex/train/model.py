@@ -26,8 +26,13 @@ class SPQModel(nn.Module):
     that maps (n, C, H, W) float images in [0, 1] to (n, out_dim).
     """
 
-    def __init__(self, cfg: Optional[SPQConfig] = None, backbone: Union[str, nn.Module] = "cnn28",
-                 in_channels: Optional[int] = None, pretrained: bool = True):
+    def __init__(
+        self,
+        cfg: Optional[SPQConfig] = None,
+        backbone: Union[str, nn.Module] = "cnn28",
+        in_channels: Optional[int] = None,
+        pretrained: bool = True,
+    ):
         super().__init__()
         cfg = SPQConfig() if cfg is None else cfg
         if not isinstance(cfg, SPQConfig):
@@ -51,8 +56,9 @@ class SPQModel(nn.Module):
         self.refine_iters = 0  # Lloyd rounds applied to the codebooks after training (refine_codebooks)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
-            self.head = QuantizationHead(self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q,
-                                         cfg.normalize_subspaces)
+            self.head = QuantizationHead(
+                self.backbone.out_dim, cfg.M, cfg.K, cfg.dsub, cfg.tau_q, cfg.normalize_subspaces
+            )
 
     def forward(self, images: torch.Tensor):
         """images (n, C, H, W) float -> (x, z): features before quantization and soft-quantized features."""
@@ -87,7 +93,7 @@ class SPQModel(nn.Module):
                     feats = self.head.fc(self.backbone(x)).float()
                 if self.cfg.normalize_subspaces:
                     feats = normalize_subspaces(feats, self.cfg.M)
-                out[s:s + len(x)] = feats.cpu().numpy()
+                out[s : s + len(x)] = feats.cpu().numpy()
         finally:
             self.train(was_training)
         return out
@@ -123,15 +129,22 @@ class SPQModel(nn.Module):
 
     # --- persistence (tensors and plain values only; loads with weights_only=True) -------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
-        payload = {"format": _FORMAT, "config": self.cfg.to_dict(), "backbone": self.backbone_name,
-                   "in_channels": self.in_channels, "refine_iters": self.refine_iters, "state_dict": self.state_dict()}
+        payload = {
+            "format": _FORMAT,
+            "config": self.cfg.to_dict(),
+            "backbone": self.backbone_name,
+            "in_channels": self.in_channels,
+            "refine_iters": self.refine_iters,
+            "state_dict": self.state_dict(),
+        }
         tmp = f"{os.fspath(path)}.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], backbone: Optional[nn.Module] = None,
-             map_location="cpu") -> "SPQModel":
+    def load(
+        cls, path: Union[str, os.PathLike], backbone: Optional[nn.Module] = None, map_location="cpu"
+    ) -> "SPQModel":
         """Load a model saved with :meth:`save`. A model with a custom backbone needs that module passed in."""
         payload = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:

@@ -25,8 +25,9 @@ def normalize_subspaces(x: torch.Tensor, M: int) -> torch.Tensor:
     return torch.nn.functional.normalize(x.reshape(n, M, -1), dim=-1).reshape(n, -1)
 
 
-def soft_quantize(x: torch.Tensor, codebooks: torch.Tensor, tau_q: float = 5.0,
-                  normalize: bool = False) -> torch.Tensor:
+def soft_quantize(
+    x: torch.Tensor, codebooks: torch.Tensor, tau_q: float = 5.0, normalize: bool = False
+) -> torch.Tensor:
     """z_m = sum_k softmax_k(-tau_q * ||x_m - c_mk||^2) c_mk, concatenated over m.
 
     x: (n, M*dsub); codebooks: (M, K, dsub) -> z: (n, M*dsub).
@@ -34,7 +35,9 @@ def soft_quantize(x: torch.Tensor, codebooks: torch.Tensor, tau_q: float = 5.0,
     sharpness, since ||x_m - c_mk||^2 = 2 - 2 cos, instead of the scale the network gives its features).
     """
     if x.dim() != 2 or codebooks.dim() != 3:
-        raise ValueError(f"x must be (n, M*dsub) and codebooks (M, K, dsub); got {tuple(x.shape)}, {tuple(codebooks.shape)}")
+        raise ValueError(
+            f"x must be (n, M*dsub) and codebooks (M, K, dsub); got {tuple(x.shape)}, {tuple(codebooks.shape)}"
+        )
     M, K, dsub = codebooks.shape
     if x.shape[1] != M * dsub:
         raise ValueError(f"x has dim {x.shape[1]}, codebooks need M*dsub = {M * dsub}")

@@ -36,11 +36,21 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from e
 
 
-def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_data: Optional[Sequence] = None,
-        checkpoint_dir: Optional[Union[str, os.PathLike]] = None, resume: bool = False, eval_every: int = 1,
-        top_n: int = 1000, progress: bool = True, channels_last: Optional[bool] = None,
-        record_steps: bool = False, on_epoch_end: Optional[Callable[[int, SPQModel], Optional[Dict]]] = None
-        ) -> List[Dict]:
+def fit(
+    model: SPQModel,
+    train_images,
+    epochs: int = 50,
+    device="auto",
+    eval_data: Optional[Sequence] = None,
+    checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
+    resume: bool = False,
+    eval_every: int = 1,
+    top_n: int = 1000,
+    progress: bool = True,
+    channels_last: Optional[bool] = None,
+    record_steps: bool = False,
+    on_epoch_end: Optional[Callable[[int, SPQModel], Optional[Dict]]] = None,
+) -> List[Dict]:
     """Train ``model`` with SPQ on unlabeled ``train_images`` for ``epochs`` epochs; return the history.
 
     eval_data: ``(query, database)``, each ``(images, labels)``; mAP@top_n is computed through
@@ -72,8 +82,19 @@ def fit(model: SPQModel, train_images, epochs: int = 50, device="auto", eval_dat
     files.start_log(fresh=not history)
 
     for epoch in range(len(history), epochs):
-        record = _train_epoch(net, criterion, optimizer, augment, train_images, batches, epoch, epochs, dev,
-                              channels_last, progress and rank == 0)
+        record = _train_epoch(
+            net,
+            criterion,
+            optimizer,
+            augment,
+            train_images,
+            batches,
+            epoch,
+            epochs,
+            dev,
+            channels_last,
+            progress and rank == 0,
+        )
         if not record_steps:
             del record["step_losses"]
         if rank == 0:
@@ -116,11 +137,13 @@ def train_step(net, criterion, optimizer, view_a, view_b, autocast) -> torch.Ten
     return loss.detach()
 
 
-def _train_epoch(net, criterion, optimizer, augment, train_images, batches, epoch, epochs, dev, channels_last,
-                 show_progress) -> Dict:
+def _train_epoch(
+    net, criterion, optimizer, augment, train_images, batches, epoch, epochs, dev, channels_last, show_progress
+) -> Dict:
     """One pass over this process's shard; returns the epoch's record (loss, lr, speed, step losses)."""
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     cfg = net_model(net).cfg
     t0, seen, step_losses, lr = time.perf_counter(), 0, [], cfg.lr
     bar = _progress(batches.steps, f"epoch {epoch + 1}/{epochs}", show_progress)
@@ -141,8 +164,14 @@ def _train_epoch(net, criterion, optimizer, augment, train_images, batches, epoc
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "loss": sum(step_losses) / batches.steps, "lr": lr, "seconds": round(seconds, 3),
-            "images_per_s": round(seen / seconds, 1), "step_losses": step_losses}
+    return {
+        "epoch": epoch + 1,
+        "loss": sum(step_losses) / batches.steps,
+        "lr": lr,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(seen / seconds, 1),
+        "step_losses": step_losses,
+    }
 
 
 def _evaluate(model: SPQModel, eval_data, top_n: int) -> Dict:
@@ -175,8 +204,9 @@ def training_throughput(cfg: SPQConfig, images, device="auto", steps: int = 3, b
         net = _prepare(model, dev, True, 1)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         augment = make_augmentation(image_size(images), num_channels(images), cfg.crop_scale).to(dev)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-                    else torch.autocast("cpu", enabled=False))
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+        )
         criterion = CQCLoss(cfg.tau)
         for step in range(steps + 1):
             if step == 1:
@@ -208,8 +238,9 @@ def _check_fit_arguments(model, train_images, epochs, eval_every, resume, checkp
         raise ValueError(f"train_images have {channels} channels, the model takes {model.in_channels}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if min(model.cfg.batch_size // world, len(train_images) // world) < 2:
-        raise ValueError(f"need at least 2 images per process per batch; have {len(train_images)} images "
-                         f"for {world} processes")
+        raise ValueError(
+            f"need at least 2 images per process per batch; have {len(train_images)} images for {world} processes"
+        )
 
 
 def _distributed() -> tuple:
@@ -270,9 +301,9 @@ class _Batches:
         self.steps = (n // world) // self.batch
 
     def epoch(self, epoch: int):
-        order = np.random.default_rng(self.seed + epoch).permutation(self.n)[self.rank::self.world]
+        order = np.random.default_rng(self.seed + epoch).permutation(self.n)[self.rank :: self.world]
         for step in range(self.steps):
-            yield np.sort(order[step * self.batch:(step + 1) * self.batch])
+            yield np.sort(order[step * self.batch : (step + 1) * self.batch])
 
 
 def _lr_at(cfg, step: int, total: int) -> float:
@@ -298,8 +329,9 @@ class _RunFiles:
         if state.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{self.ckpt!r} is not a spqindex training checkpoint")
         if SPQConfig.from_dict(state["config"]).to_dict() != model.cfg.to_dict():  # later fields take defaults
-            raise ValueError(f"{self.ckpt!r} was written with config {state['config']}, "
-                             f"not this model's {model.cfg.to_dict()}")
+            raise ValueError(
+                f"{self.ckpt!r} was written with config {state['config']}, not this model's {model.cfg.to_dict()}"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
@@ -317,9 +349,15 @@ class _RunFiles:
     def save_epoch(self, model: SPQModel, optimizer, history: List[Dict], dev) -> None:
         if self.dir is None:
             return
-        state = {"format": _CKPT_FORMAT, "epoch": len(history), "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state(), "history": history,
-                 "config": model.cfg.to_dict()}
+        state = {
+            "format": _CKPT_FORMAT,
+            "epoch": len(history),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "history": history,
+            "config": model.cfg.to_dict(),
+        }
         if dev.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(dev)
         tmp = self.ckpt + ".tmp"
