@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import time
 
 import numpy as np
+from machine import cpu_model
 
 import spqindex
 from spqindex import _core
@@ -40,17 +39,6 @@ def clustered(n: int, d: int, nclusters: int, rng: np.random.Generator) -> np.nd
 
 # --level -> FAISS_SIMD_LEVEL value (faiss::SIMDLevel names).
 FAISS_LEVELS = {"scalar": "NONE", "avx2": "AVX2", "avx512": "AVX512"}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def faiss_level(faiss) -> str:

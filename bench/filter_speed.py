@@ -8,10 +8,10 @@ costs time linear in the list's length on every call.
 """
 
 import argparse
-import subprocess
 import time
 
 import numpy as np
+from machine import cpu_model
 
 import spqindex
 
@@ -23,11 +23,6 @@ def best(fn, repeats: int) -> float:
         fn()
         t_best = min(t_best, time.perf_counter() - t)
     return t_best
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def main() -> None:

@@ -12,21 +12,13 @@ Min of --repeats runs each; results checked identical.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 
 import numpy as np
+from machine import cpu_model
 
 import spqindex
 from spqindex import _core
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "unknown"
-    return next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "unknown")
 
 
 def best_of(fn, repeats):

@@ -13,22 +13,12 @@ threads, so a spinning idle worker shows up) divided by the calls, over the whol
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_model
 
 
 def measure(n: int, calls: int, gap_ms: float) -> None:

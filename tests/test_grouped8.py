@@ -26,16 +26,7 @@ def tied_index(rng, M=6, n=5000, metric="l2", ids=None):
     return index, codes
 
 
-def check(index, q, k, filter=None):
-    assign = unpack(index.codes, index.M, index.nbits)
-    ids = index.ids
-    if filter is not None:
-        keep = np.isin(ids, filter)
-        assign, ids = assign[keep], ids[keep]
-    Dr, Ir = ref.search(index.codebooks, q, assign, ids, k, index.metric)
-    D, I = index.search(q, k) if filter is None else index.search(q, k, filter=filter)
-    np.testing.assert_array_equal(I, Ir)
-    np.testing.assert_array_equal(D, Dr)
+check = test_simd.check_search
 
 
 def check_range(index, q, radius):

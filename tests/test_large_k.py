@@ -7,24 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import test_simd
-from test_simd import unpack
 
 import spqindex
-import reference as ref
 
 level = test_simd.level  # the fixture: every SIMD level this CPU has
 
 
-def check(index: spqindex.Index, q: np.ndarray, k: int, filter=None):
-    assign = unpack(index.codes, index.M, index.nbits)
-    ids = index.ids
-    if filter is not None:
-        keep = np.isin(ids, filter)
-        assign, ids = assign[keep], ids[keep]
-    Dr, Ir = ref.search(index.codebooks, q, assign, ids, k, index.metric)
-    D, I = index.search(q, k) if filter is None else index.search(q, k, filter=filter)
-    np.testing.assert_array_equal(I, Ir)
-    np.testing.assert_array_equal(D, Dr)
+check = test_simd.check_search
 
 
 def tied_index(rng, M, nbits, n, metric, ids=None):

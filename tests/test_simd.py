@@ -12,6 +12,7 @@ import pytest
 
 import spqindex
 from spqindex import _core
+import reference as ref
 
 _ORDER = ["scalar", "avx2", "avx512"]  # x86 levels, each includes the ones before it
 _CPU = _core.cpu_simd_level()
@@ -30,6 +31,19 @@ def unpack(codes: np.ndarray, M: int, nbits: int) -> np.ndarray:
     bits = np.unpackbits(codes, axis=1, bitorder="little")[:, : M * nbits]
     bits = bits.reshape(codes.shape[0], M, nbits).astype(np.int64)
     return (bits << np.arange(nbits)).sum(axis=2)
+
+
+def check_search(index: spqindex.Index, q: np.ndarray, k: int, filter=None):
+    """index.search (with the optional allow-list) equals tests/reference.py bit for bit."""
+    assign = unpack(index.codes, index.M, index.nbits)
+    ids = index.ids
+    if filter is not None:
+        keep = np.isin(ids, filter)
+        assign, ids = assign[keep], ids[keep]
+    Dr, Ir = ref.search(index.codebooks, q, assign, ids, k, index.metric)
+    D, I = index.search(q, k) if filter is None else index.search(q, k, filter=filter)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_array_equal(D, Dr)
 
 
 def ref_lut(codebooks: np.ndarray, metric: str, q: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import test_simd
 
 import spqindex
 from spqindex import _core
@@ -17,19 +18,7 @@ import reference as ref
 from conftest import random_codebooks
 
 CLI = os.path.join(os.path.dirname(sys.executable), "spqindex")
-LEVELS = [
-    lv
-    for lv in ("scalar", "avx2", "avx512")
-    if ["scalar", "avx2", "avx512"].index(lv) <= ["scalar", "avx2", "avx512"].index(_core.cpu_simd_level())
-]
-
-
-@pytest.fixture(params=LEVELS)
-def level(request):
-    before = _core.simd_level()
-    _core.set_simd_level(request.param)
-    yield request.param
-    _core.set_simd_level(before)
+level = test_simd.level  # the fixture: every SIMD level this CPU has
 
 
 def tie_heavy_codes(rng, n, M, nbits):
