@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -212,6 +213,17 @@ def test_changes_after_an_actor_restart_are_applied_once_and_in_order(ray_local,
         index.remove([3])
         old = sx.shard_info()[0]
         ray.kill(sx.actor(0), no_restart=False)  # Ray restarts it from the saved file
+        # ray.kill is asynchronous: wait until the restarted actor answers (a new token), so the
+        # calls below cannot still reach the old one.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if ray.get(sx.actor(0).hello.remote(), timeout=10)["token"] != old["token"]:
+                    break
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass
+            assert time.monotonic() < deadline, "shard 0 was not restarted within 60 s"
+            time.sleep(0.05)
         sx.add(y)  # goes to shard 1 (smaller now) ...
         index.add(y)
         # ... and a change aimed at the restarted shard: refused by it until the driver replayed x
