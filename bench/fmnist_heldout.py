@@ -2,7 +2,7 @@
 
     python bench/fmnist_heldout.py --bits 16 --tau-q 5 --epochs 8 --step 2 --out runs/heldout-16-tq5
 
-Trains SPQ (the fashion_mnist_results.py recipe: cnn28, lr 1e-3, batch 64, tau 0.3, crops 0.8-1) on 50,000
+Trains SPQ (by default the fashion_mnist_results.py recipe: cnn28, lr 1e-3, batch 64, tau 0.3, crops 0.8-1) on 50,000
 train images and, every --step epochs, scores 2,000 queries drawn from the other 10,000 train images against
 those 50,000: mAP@1000 by exact cosine on the features, through the model's own codebooks (metric "spq"), and
 through the codebooks after 10 Lloyd rounds (``SPQModel.refine_codebooks``); with the quantization error of
@@ -36,6 +36,10 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.3)
     p.add_argument("--normalize-subspaces", action="store_true", help="SPQConfig(normalize_subspaces=True)")
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--crop-scale", type=float, default=0.8, help="smallest RandomResizedCrop area")
+    p.add_argument("--seed", type=int, default=0, help="SPQConfig.seed (the split stays fixed)")
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
@@ -47,9 +51,10 @@ def main() -> None:
     xq, yq = x[perm[50000:52000]], y[perm[50000:52000]]
     cfg = SPQConfig(
         bits=args.bits,
-        lr=1e-3,
-        batch_size=64,
-        crop_scale=(0.8, 1.0),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        crop_scale=(args.crop_scale, 1.0),
+        seed=args.seed,
         tau=args.tau,
         tau_q=args.tau_q,
         normalize_subspaces=args.normalize_subspaces,
