@@ -27,16 +27,20 @@ void reserve_for(std::vector<T>& v, size_t n) {
   if (n > v.capacity()) v.reserve(std::max(n, v.capacity() + v.capacity() / 2));
 }
 
+/// 8-bit codes are stored in the grouped internal order (grouped_scan.h) that every 8-bit kernel
+/// reads; CodeLayout converts at put_row / get_row.
+CodeLayout stored_layout(const Codebooks& cb) {
+  return CodeLayout(
+      cb.M, cb.nbits,
+      cb.nbits == 8 ? std::make_shared<const CodeGroups>(group_codewords(cb)) : nullptr);
+}
+
 }  // namespace
 
-// 8-bit codes are stored in the grouped internal order (grouped_scan.h) that every 8-bit kernel
-// reads; CodeLayout converts at put_row / get_row.
 Index::Index(Codebooks codebooks, Metric metric)
-    : cb_(std::move(codebooks)),
-      metric_(metric),
-      layout_(cb_.M, cb_.nbits,
-              cb_.nbits == 8 ? std::make_shared<const CodeGroups>(group_codewords(cb_)) : nullptr) {
-}
+    : cb_(std::move(codebooks)), metric_(metric), layout_(stored_layout(cb_)) {}
+Index::Index(Codebooks codebooks, Metric metric, CodeLayout layout)
+    : cb_(std::move(codebooks)), metric_(metric), layout_(std::move(layout)) {}
 Index::~Index() = default;
 
 size_t Index::ntotal() const {

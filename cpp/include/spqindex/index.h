@@ -94,6 +94,9 @@ class Index {
 
  private:
   friend struct IndexFile;
+  /// With the stored layout given (load: a mapped file keeps the FAISS numbering, so no
+  /// codeword grouping is computed for it).
+  Index(Codebooks codebooks, Metric metric, CodeLayout layout);
   // Callers of the helpers below hold the lock.
   const uint8_t* blocks_ptr() const { return mapping_ ? mapped_blocks_ : blocks_.data(); }
   const int64_t* ids_ptr() const;  ///< nullptr while ids are implicit (id = row)
