@@ -474,9 +474,9 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
   Codebooks cb(static_cast<int>(hd.M), 1 << hd.nbits, static_cast<int>(hd.dim / hd.M),
                centroids.data());
   // The mapped blocks keep the file's FAISS numbering (a mapped index is read-only).
-  std::unique_ptr<Index> index(
-      mapping ? new Index(std::move(cb), static_cast<Metric>(hd.metric), cl)
-              : new Index(std::move(cb), static_cast<Metric>(hd.metric)));
+  std::unique_ptr<Index> index(mapping
+                                   ? new Index(std::move(cb), static_cast<Metric>(hd.metric), cl)
+                                   : new Index(std::move(cb), static_cast<Metric>(hd.metric)));
   if (hd.version == 1) {  // converted in memory: blocks, and ids only if they carry information
     bool implicit = hd.id_mode != 2 && hd.next_id == ntotal;
     for (size_t i = 0; i < ntotal && implicit; i++) implicit = ids[i] == static_cast<int64_t>(i);
