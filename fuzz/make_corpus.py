@@ -20,6 +20,7 @@ def main():
         "pad": make_index("pad", rng, 5),
         "nbits3": make_index("nbits3", rng, 4),
         "empty": make_index("seq", rng, 0),
+        "grouped8": make_index("grouped8", rng, 3),
     }
     for name, index in seeds.items():
         data = index_bytes(index)

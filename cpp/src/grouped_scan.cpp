@@ -107,6 +107,23 @@ CodeGroups group_codewords(const Codebooks& cb) {
   return g;
 }
 
+bool groups_from_order(const uint8_t* to_internal, int M, CodeGroups* out) {
+  const size_t n = static_cast<size_t>(M) * 256;
+  out->M = M;
+  out->to_internal.assign(to_internal, to_internal + n);
+  out->to_original.assign(n, 0);
+  for (int m = 0; m < M; m++) {
+    bool seen[256] = {};
+    for (int c = 0; c < 256; c++) {
+      const uint8_t internal = to_internal[static_cast<size_t>(m) * 256 + c];
+      if (seen[internal]) return false;
+      seen[internal] = true;
+      out->to_original[static_cast<size_t>(m) * 256 + internal] = static_cast<uint8_t>(c);
+    }
+  }
+  return true;
+}
+
 void grouped_lut(const QuantizedLut& q, int M, GroupedLut* out) {
   SPQ_CHECK(q.ok && q.table.size() == static_cast<size_t>(M) * 256);
   out->table.assign(static_cast<size_t>(M) * 32, 0);

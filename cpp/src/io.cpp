@@ -20,6 +20,7 @@
 #include "spqindex/checksum.h"
 #include "spqindex/codes.h"
 #include "spqindex/error.h"
+#include "spqindex/grouped_scan.h"
 #include "spqindex/index.h"
 #include "spqindex/io_error.h"
 
@@ -36,6 +37,7 @@ struct Header {
   uint64_t ntotal, next_id;
   uint32_t flags;
   bool ids_stored() const { return version == 1 || (flags & kFlagIdsStored); }
+  bool grouped() const { return version != 1 && (flags & kFlagCodesGrouped); }
 };
 
 void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
@@ -172,8 +174,10 @@ Header parse_header(const uint8_t* prefix, size_t prefix_len, size_t file_bytes,
   if (hd.next_id > static_cast<uint64_t>(INT64_MAX)) bad_file(path, "bad next id");
   if (hd.version != 1) {
     hd.flags = get_u32(h + 36);
-    if (hd.flags & ~(kFlagIdsStored | kFlagIdsAscending))
+    if (hd.flags & ~(kFlagIdsStored | kFlagIdsAscending | kFlagCodesGrouped))
       bad_file(path, "unknown flags " + std::to_string(hd.flags));
+    if (hd.grouped() && hd.nbits != 8)
+      bad_file(path, "codes grouped flag with nbits " + std::to_string(hd.nbits));
     if (get_u32(h + 40) != kBlockRows) bad_file(path, "bad block rows");
     if (get_u32(h + 44) != CodeLayout(hd.M, hd.nbits).block_bytes())
       bad_file(path, "bad block bytes");
@@ -183,7 +187,8 @@ Header parse_header(const uint8_t* prefix, size_t prefix_len, size_t file_bytes,
   }
   if (hd.ntotal > 0 && hd.id_mode == 0) bad_file(path, "unknown flags (id mode unset with rows)");
   try {
-    *layout = file_layout(hd.version, hd.dim, hd.M, hd.nbits, hd.ntotal, hd.ids_stored());
+    *layout =
+        file_layout(hd.version, hd.dim, hd.M, hd.nbits, hd.ntotal, hd.ids_stored(), hd.grouped());
   } catch (const std::invalid_argument&) {
     bad_file(path, "impossible ntotal " + std::to_string(hd.ntotal));
   }
@@ -243,9 +248,13 @@ void atomic_write(const std::string& path, const std::function<void(Writer&)>& b
   }
 }
 
-/// Writes the v2 prefix (magic, version, header) and the codebooks, padded to the codes.
+/// Writes the v2 prefix (magic, version, header), the codebooks and, for a grouped layout, its
+/// codeword order, padded to the codes. flags: the id bits (the grouped bit comes from cl).
 void write_head(Writer& w, const Codebooks& cb, Metric metric, IdMode mode, uint64_t ntotal,
-                uint64_t next_id, uint32_t flags, const FileLayout& layout) {
+                uint64_t next_id, uint32_t flags, const CodeLayout& cl, const FileLayout& layout) {
+  const CodeGroups* groups = cl.groups();
+  if (groups) flags |= kFlagCodesGrouped;
+  SPQ_CHECK(layout.order_bytes == (groups ? groups->to_internal.size() : 0));
   uint8_t prefix[kCodebooksOffset] = {};
   std::memcpy(prefix, kMagic, 8);
   put_u32(prefix + 8, kFormatVersion);
@@ -263,6 +272,7 @@ void write_head(Writer& w, const Codebooks& cb, Metric metric, IdMode mode, uint
   put_u32(h + 44, static_cast<uint32_t>(CodeLayout(cb.M, cb.nbits).block_bytes()));
   w.write(prefix, sizeof prefix);
   w.write(cb.centroids.data(), layout.codebooks_bytes);
+  if (groups) w.write(groups->to_internal.data(), layout.order_bytes);
   w.zeros(layout.codes_offset - w.offset());
 }
 
@@ -309,12 +319,14 @@ void populate_async(const std::shared_ptr<FileMapping>& m, size_t offset, size_t
 }  // namespace
 
 FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits, uint64_t ntotal,
-                       bool ids_stored) {
+                       bool ids_stored, bool grouped) {
   FileLayout l{};
   const size_t K = size_t{1} << nbits;
   l.codebooks_bytes = 4 * K * dim;  // M * K * dsub floats; dim <= 2^24 so no overflow
   const size_t cb_offset = version == 1 ? kCodebooksOffsetV1 : kCodebooksOffset;
-  l.codes_offset = align_up(cb_offset + l.codebooks_bytes, 64);
+  l.order_offset = cb_offset + l.codebooks_bytes;
+  l.order_bytes = grouped ? size_t{256} * M : 0;  // M <= 2^16
+  l.codes_offset = align_up(l.order_offset + l.order_bytes, 64);
   size_t end;
   if (ntotal > (uint64_t{1} << 56)) throw std::invalid_argument("ntotal: too large");
   const CodeLayout cl(static_cast<int>(M), static_cast<int>(nbits));
@@ -359,33 +371,19 @@ struct IndexFile {
   static bool ids_ascending(const Index& x) { return x.ids_ascending_; }
   static uint64_t next_id(const Index& x) { return static_cast<uint64_t>(x.next_id_); }
   static IdMode id_mode(const Index& x) { return x.id_mode_; }
+  static const CodeLayout& layout(const Index& x) { return x.layout_; }
 };
-
-// Writes stored blocks in the file's FAISS code numbering (code_layout.h), chunk by chunk.
-static void write_blocks(Writer& w, const CodeLayout& cl, const uint8_t* blocks, size_t bytes) {
-  if (!cl.groups()) {
-    w.write(blocks, bytes);
-    return;
-  }
-  const size_t chunk_blocks = std::max<size_t>(1, (4u << 20) / cl.block_bytes());
-  std::vector<uint8_t> chunk;
-  for (size_t off = 0; off < bytes; off += chunk_blocks * cl.block_bytes()) {
-    const size_t len = std::min(bytes - off, chunk_blocks * cl.block_bytes());
-    chunk.assign(blocks + off, blocks + off + len);
-    cl.renumber(chunk.data(), len / cl.block_bytes(), false);
-    w.write(chunk.data(), len);
-  }
-}
 
 void Index::save(const std::string& path) const {
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  const FileLayout layout =
-      file_layout(kFormatVersion, dim(), cb_.M, cb_.nbits, ntotal_, ids_stored_);
+  const FileLayout layout = file_layout(kFormatVersion, dim(), cb_.M, cb_.nbits, ntotal_,
+                                        ids_stored_, layout_.groups() != nullptr);
   const uint32_t flags =
       (ids_stored_ ? kFlagIdsStored : 0) | (ids_ascending_ ? kFlagIdsAscending : 0);
   atomic_write(path, [&](Writer& w) {
-    write_head(w, cb_, metric_, id_mode_, ntotal_, static_cast<uint64_t>(next_id_), flags, layout);
-    write_blocks(w, layout_, blocks_ptr(), layout.codes_bytes);
+    write_head(w, cb_, metric_, id_mode_, ntotal_, static_cast<uint64_t>(next_id_), flags, layout_,
+               layout);
+    w.write(blocks_ptr(), layout.codes_bytes);  // the stored blocks as they are
     if (ids_stored_) w.write(ids_ptr(), layout.ids_bytes);
     SPQ_CHECK(w.offset() + 8 == layout.file_bytes);
   });
@@ -417,17 +415,18 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
              "`spqindex upgrade OLD NEW`");
   const size_t ntotal = hd.ntotal;
   const size_t cb_offset = hd.version == 1 ? kCodebooksOffsetV1 : kCodebooksOffset;
-  const CodeLayout cl(static_cast<int>(hd.M), static_cast<int>(hd.nbits));
 
   // The file length matched the header, so every allocation below is backed by file bytes.
   std::vector<float> centroids(layout.codebooks_bytes / 4);
-  std::vector<uint8_t> codes;  // v2: stored blocks; v1: FAISS rows
+  std::vector<uint8_t> order(layout.order_bytes);  // grouped files: their codeword order
+  std::vector<uint8_t> codes;                      // v2: stored blocks; v1: FAISS rows
   std::vector<int64_t> ids;
   const uint8_t* codes_p;
   const int64_t* ids_p = nullptr;
   if (mapping) {
     const uint8_t* base = mapping->data();
     std::memcpy(centroids.data(), base + cb_offset, layout.codebooks_bytes);
+    std::memcpy(order.data(), base + layout.order_offset, layout.order_bytes);
     if (verify && xxh64(base, of.bytes - 8) != get_u64(base + of.bytes - 8))
       bad_file(path, "checksum mismatch (corrupted)");
     codes_p = base + layout.codes_offset;
@@ -441,7 +440,8 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
     std::memcpy(centroids.data(), of.prefix + cb_offset, have);
     reader->read(reinterpret_cast<uint8_t*>(centroids.data()) + have,
                  layout.codebooks_bytes - have);
-    reader->skip(layout.codes_offset - std::max(of.prefix_len, cb_end));
+    reader->read(order.data(), layout.order_bytes);  // v2: the prefix ends at the codebooks
+    reader->skip(layout.codes_offset - std::max(of.prefix_len, cb_end) - layout.order_bytes);
     codes.resize(layout.codes_bytes);
     reader->read(codes.data(), layout.codes_bytes);
     reader->skip(layout.ids_offset - layout.codes_offset - layout.codes_bytes);
@@ -458,6 +458,14 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
     codes_p = codes.data();
   }
   check_codebooks(centroids, path);
+  // The stored numbering: the file's codeword order for grouped files, else FAISS codes.
+  std::shared_ptr<CodeGroups> groups;
+  if (hd.grouped()) {
+    groups = std::make_shared<CodeGroups>();
+    if (!groups_from_order(order.data(), static_cast<int>(hd.M), groups.get()))
+      bad_file(path, "codeword order is not a permutation");
+  }
+  const CodeLayout cl(static_cast<int>(hd.M), static_cast<int>(hd.nbits), groups);
   bool ascending = hd.version == 1 || (hd.flags & kFlagIdsAscending);
   if (verify || hd.version == 1) {
     const bool valid = hd.version == 1 ? codes_valid(codes_p, ntotal, hd.M, hd.nbits)
@@ -473,8 +481,10 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
 
   Codebooks cb(static_cast<int>(hd.M), 1 << hd.nbits, static_cast<int>(hd.dim / hd.M),
                centroids.data());
-  // The mapped blocks keep the file's FAISS numbering (a mapped index is read-only).
-  std::unique_ptr<Index> index(mapping
+  // Blocks are used in the file's numbering when mapped (read-only) or grouped; the other
+  // in-memory loads (v1, ungrouped 8-bit v2) are converted to this build's grouping.
+  const bool as_stored = mapping || hd.grouped();
+  std::unique_ptr<Index> index(as_stored
                                    ? new Index(std::move(cb), static_cast<Metric>(hd.metric), cl)
                                    : new Index(std::move(cb), static_cast<Metric>(hd.metric)));
   if (hd.version == 1) {  // converted in memory: blocks, and ids only if they carry information
@@ -489,7 +499,7 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
     index->ids_ascending_ = ids_p == nullptr || ascending;
     index->ntotal_ = ntotal;
   } else {
-    index->layout_.renumber(codes.data(), CodeLayout::nblocks(ntotal), true);
+    if (!hd.grouped()) index->layout_.renumber(codes.data(), CodeLayout::nblocks(ntotal), true);
     index->blocks_ = std::move(codes);
     index->ids_ = std::move(ids);
     index->ids_stored_ = ids_p != nullptr;
@@ -563,14 +573,15 @@ void merge_files(const std::string& out, const std::vector<std::string>& inputs,
     mode = m;
   }
   seen = {};
-  const CodeLayout cl(first->codebooks().M, first->codebooks().nbits);
-  const FileLayout layout =
-      file_layout(kFormatVersion, first->dim(), cl.M(), cl.nbits(), ntotal, stored);
+  // The output keeps the first input's numbering; inputs in another one are converted row by row.
+  const CodeLayout& cl = IndexFile::layout(*first);
+  const FileLayout layout = file_layout(kFormatVersion, first->dim(), cl.M(), cl.nbits(), ntotal,
+                                        stored, cl.groups() != nullptr);
   const uint32_t flags =
       (stored ? kFlagIdsStored : 0) | (stored && !ascending ? 0 : kFlagIdsAscending);
   // Pass 2: stream. Codes go through a chunk of whole output blocks.
   atomic_write(out, [&](Writer& w) {
-    write_head(w, first->codebooks(), first->metric(), mode, ntotal, next_id, flags, layout);
+    write_head(w, first->codebooks(), first->metric(), mode, ntotal, next_id, flags, cl, layout);
     const size_t chunk_blocks = std::max<size_t>(1, (4u << 20) / cl.block_bytes());
     std::vector<uint8_t> chunk(chunk_blocks * cl.block_bytes(), 0);
     const size_t chunk_rows = chunk_blocks * kBlockRows;
@@ -581,7 +592,8 @@ void merge_files(const std::string& out, const std::vector<std::string>& inputs,
       size_t r = 0;
       while (r < parts[i].n) {
         const size_t take = std::min<size_t>(parts[i].n - r, chunk_row0 + chunk_rows - out_row);
-        cl.copy_rows(IndexFile::blocks(*x), r, chunk.data(), out_row - chunk_row0, take);
+        cl.copy_rows_from(IndexFile::layout(*x), IndexFile::blocks(*x), r, chunk.data(),
+                          out_row - chunk_row0, take);
         r += take;
         out_row += take;
         if (out_row == chunk_row0 + chunk_rows) {

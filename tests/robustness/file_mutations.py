@@ -75,12 +75,13 @@ def fix_checksum(data: bytearray) -> bytearray:
 
 def base_files(rng: np.random.Generator):
     """Small valid files: user ids (M=4, nbits=4, 40 rows), padding bits (M=3, nbits=4),
-    nbits=3 with assigned ids, and an empty index."""
+    nbits=3 with assigned ids, 8-bit codes with their codeword order, and an empty index."""
     return {
         "explicit": index_bytes(make_index("explicit", rng, 40)),
         "pad": index_bytes(make_index("pad", rng, 9)),
         "nbits3": index_bytes(make_index("nbits3", rng, 6)),
         "empty": index_bytes(make_index("seq", rng, 0)),
+        "grouped8": index_bytes(make_index("grouped8", rng, 70)),
     }
 
 
@@ -159,12 +160,16 @@ def _ids_stored(d: bytearray) -> bool:
     return bool(struct.unpack_from("<I", d, OFF_ID_FLAGS)[0] & 1)
 
 
+def _grouped(d: bytearray) -> bool:
+    return bool(struct.unpack_from("<I", d, OFF_ID_FLAGS)[0] & 4)
+
+
 def _implied_size(d: bytearray):
     dim, M, nbits = struct.unpack_from("<III", d, 16)
     ntotal = struct.unpack_from("<Q", d, OFF_NTOTAL)[0]
     if not (1 <= nbits <= 8 and M >= 1):
         return None
-    _, ids_off = v2_offsets(dim, M, nbits, ntotal)
+    _, ids_off = v2_offsets(dim, M, nbits, ntotal, _grouped(d))
     return ids_off + (8 * ntotal if _ids_stored(d) else 0) + 8
 
 
@@ -173,7 +178,7 @@ def _semantic(d: bytearray, rng):
     ntotal = struct.unpack_from("<Q", d, OFF_NTOTAL)[0]
     K = 1 << nbits
     cs = (M * nbits + 7) // 8
-    codes_off, ids_off = v2_offsets(dim, M, nbits, ntotal)
+    codes_off, ids_off = v2_offsets(dim, M, nbits, ntotal, _grouped(d))
     for bad in (float("nan"), float("inf"), float("-inf")):
         e = bytearray(d)
         struct.pack_into("<f", e, HEADER_END + 4 * int(rng.integers(K * dim)), bad)
@@ -212,7 +217,15 @@ def _semantic(d: bytearray, rng):
         e = bytearray(d)
         set_u64(e, OFF_NTOTAL + 8, 0)  # next id 0 < the stored ids
         yield "next-id-0", e
-    for pad in range(HEADER_END + 4 * K * dim, codes_off, 5):  # alignment padding is not data
+    if _grouped(d):  # the codeword order: a repeated entry, and the flag without it
+        e = bytearray(d)
+        e[HEADER_END + 4 * K * dim + 1] = e[HEADER_END + 4 * K * dim]
+        yield "order-not-permutation", e
+        e = bytearray(d)
+        set_u32(e, OFF_ID_FLAGS, struct.unpack_from("<I", d, OFF_ID_FLAGS)[0] & ~4)
+        yield "order-flag-cleared", e
+    order_end = HEADER_END + 4 * K * dim + (256 * M if _grouped(d) else 0)
+    for pad in range(order_end, codes_off, 5):  # alignment padding is not data
         e = bytearray(d)
         e[pad] = 0xAB
         yield f"pad-byte:{pad}", e

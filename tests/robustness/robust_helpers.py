@@ -44,9 +44,10 @@ def block_bytes(M: int, nbits: int) -> int:
     return 64 * ((M * nbits + 7) // 8)
 
 
-def v2_offsets(dim: int, M: int, nbits: int, ntotal: int):
-    """(codes offset, ids offset) of a version-2 file."""
-    codes_off = -(-(HEADER_END + 4 * (1 << nbits) * dim) // 64) * 64
+def v2_offsets(dim: int, M: int, nbits: int, ntotal: int, grouped: bool = False):
+    """(codes offset, ids offset) of a version-2 file (grouped: flag bit 2, the codeword order
+    of M * 256 bytes after the codebooks)."""
+    codes_off = -(-(HEADER_END + 4 * (1 << nbits) * dim + (256 * M if grouped else 0)) // 64) * 64
     return codes_off, codes_off + -(-ntotal // 64) * block_bytes(M, nbits)
 
 
@@ -56,18 +57,21 @@ U64_FIELDS = (OFF_NTOTAL, OFF_NEXT_ID)
 def make_index(kind: str, rng: np.random.Generator, n: int = 50) -> spqindex.Index:
     """Small indexes covering the id modes and code layouts:
     seq (M=4, nbits=4, dim 8, ids assigned), explicit (same shape, user ids 100..),
-    pad (M=3, nbits=4, dim 6: 4 padding bits per code row), nbits3 (M=5, nbits=3, dim 10)."""
+    pad (M=3, nbits=4, dim 6: 4 padding bits per code row), nbits3 (M=5, nbits=3, dim 10),
+    grouped8 (M=2, nbits=8, dim 2: the file stores the codeword order)."""
     if kind in ("seq", "explicit"):
         cb = rng.standard_normal((4, 16, 2)).astype(np.float32)
     elif kind == "pad":
         cb = rng.standard_normal((3, 16, 2)).astype(np.float32)
     elif kind == "nbits3":
         cb = rng.standard_normal((5, 8, 2)).astype(np.float32)
+    elif kind == "grouped8":
+        cb = rng.standard_normal((2, 256, 1)).astype(np.float32)
     else:
         raise ValueError(kind)
     index = spqindex.Index(cb, metric="l2")
     x = rng.standard_normal((n, index.dim)).astype(np.float32)
-    index.add(x, ids=None if kind in ("seq", "nbits3") else 100 + np.arange(n))
+    index.add(x, ids=None if kind in ("seq", "nbits3", "grouped8") else 100 + np.arange(n))
     return index
 
 

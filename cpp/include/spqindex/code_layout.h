@@ -12,8 +12,8 @@
 // The FAISS ProductQuantizer row (codes.h) is the exchange format: put_row/get_row convert at
 // that boundary and nowhere else, together with the codeword renumbering of 8-bit layouts:
 // given CodeGroups (grouped_scan.h), Fast8 blocks hold internal codes (to_internal[m * 256 + c]
-// for FAISS code c of sub-space m) and get_row maps them back (to_original). Files and every API
-// keep FAISS numbering (renumber() converts whole blocks at save / load).
+// for FAISS code c of sub-space m) and get_row maps them back (to_original). Every API keeps
+// FAISS numbering; files store the blocks as they are, with the order (io.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -11,10 +11,10 @@
 // with G <= bound is offered to the sink (CandidateSink), which rescores it exactly.
 //
 // Integration: an 8-bit Index stores internal codes (CodeLayout with these CodeGroups converts
-// at put_row / get_row, files keep FAISS numbering); the planner (search.cpp) permutes the float
-// LUT's columns to internal order before quantize_lut and, when the level has no byte-permute
-// 8-bit kernel, points ScanQuery::qlut at the group minima (QuantizedLut::grouped). Tight groups
-// are what make the bound prune.
+// at put_row / get_row; files store the internal codes with their order, io.h); the planner
+// (search.cpp) permutes the float LUT's columns to internal order before quantize_lut and, when the
+// level has no byte-permute 8-bit kernel, points ScanQuery::qlut at the group minima
+// (QuantizedLut::grouped). Tight groups are what make the bound prune.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -36,6 +36,11 @@ struct CodeGroups {
 /// median splits along the principal axis of the current set (ties by codeword index) give 16
 /// groups of 16 nearby codewords; within a group, ascending original index.
 CodeGroups group_codewords(const Codebooks& cb);
+
+/// The CodeGroups of a stored codeword order (to_internal, layout (M, 256), as files keep it).
+/// Any permutation gives exact results (a group's minimum bounds each member); false when a
+/// sub-space's row is not a permutation of 0..255.
+bool groups_from_order(const uint8_t* to_internal, int M, CodeGroups* out);
 
 /// The grouped kernel's query table. Layout (M, 32): for sub-space m, the 16 group minima twice
 /// (one copy per 128-bit lane).

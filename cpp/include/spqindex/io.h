@@ -7,9 +7,12 @@
 //   8       4               u32 format version (2)
 //   12      4               u32 header length (48)
 //   16      48              header: u32 dim, M, nbits, metric id, id mode (0..2); u64 ntotal;
-//                           u64 next id; u32 flags (bit 0: ids stored, bit 1: ids ascending);
-//                           u32 block rows (64); u32 block bytes
+//                           u64 next id; u32 flags (bit 0: ids stored, bit 1: ids ascending,
+//                           bit 2: codes grouped, nbits 8 only); u32 block rows (64); u32 block
+//                           bytes
 //   64      4*M*K*dsub      codebooks f32, layout (M, K, dsub)
+//   o       M*256           codeword order u8, only with flag bit 2: FAISS code -> stored code,
+//                           layout (M, 256), a permutation per sub-space (grouped_scan.h)
 //   ...     pad to 64       zeros
 //   c       nb*block bytes  codes: nb = ceil(ntotal / 64) blocks of code_layout.h (c % 64 == 0)
 //   i       8*ntotal        ids i64, only with flag bit 0 (i = c + codes bytes, i % 64 == 0)
@@ -44,15 +47,16 @@ constexpr uint32_t kHeaderBytesV1 = 36;
 constexpr size_t kHeaderOffset = 16;
 constexpr size_t kCodebooksOffset = kHeaderOffset + kHeaderBytes;  // 64
 constexpr size_t kCodebooksOffsetV1 = kHeaderOffset + kHeaderBytesV1;
-constexpr uint32_t kFlagIdsStored = 1, kFlagIdsAscending = 2;
+constexpr uint32_t kFlagIdsStored = 1, kFlagIdsAscending = 2, kFlagCodesGrouped = 4;
 
 /// Where each section of a file lies, derived from the header fields.
 struct FileLayout {
-  size_t codebooks_bytes, codes_offset, codes_bytes, ids_offset, ids_bytes, file_bytes;
+  size_t codebooks_bytes, order_offset, order_bytes, codes_offset, codes_bytes, ids_offset,
+      ids_bytes, file_bytes;
 };
-/// Throws std::invalid_argument if the sizes overflow. v1: ids always stored.
+/// Throws std::invalid_argument if the sizes overflow. v1: ids always stored, never grouped.
 FileLayout file_layout(uint32_t version, uint32_t dim, uint32_t M, uint32_t nbits, uint64_t ntotal,
-                       bool ids_stored);
+                       bool ids_stored, bool grouped = false);
 
 /// A read-only mapping of a whole file (POSIX mmap).
 class FileMapping {
