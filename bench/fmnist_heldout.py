@@ -7,11 +7,14 @@ train images and, every --step epochs, scores 2,000 queries drawn from the other
 those 50,000: mAP@1000 by exact cosine on the features, through the model's own codebooks (metric "spq"), and
 through the codebooks after 10 Lloyd rounds (``SPQModel.refine_codebooks``); with the quantization error of
 both. One JSON line per evaluation (also merged into OUT/log.jsonl); re-running with the same --out resumes.
+
+    python bench/fmnist_heldout.py --table runs/a runs/b      # the learning curves of finished or running runs
 """
 
 import argparse
 import copy
 import json
+import os
 import time
 
 import numpy as np
@@ -29,6 +32,21 @@ def codes_map(model, fd, fq, yq, yd) -> float:
     return map_at_n(index.search(fq, 1000)[1], yq, yd, 1000)
 
 
+def print_table(outs) -> None:
+    """One row per evaluated epoch of each run's log.jsonl (held-out mAP@1000, quantization error)."""
+    print(f"{'run':<28}{'epoch':>6}{'cosine':>8}{'codes':>8}{'refined':>9}{'err':>8}{'img/s':>7}")
+    for out in outs:
+        with open(os.path.join(out, "log.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        for r in rows:
+            if "map_codebooks" in r:
+                print(
+                    f"{os.path.basename(out.rstrip('/')):<28}{r['epoch']:>6}{r['map_cosine']:>8.4f}"
+                    f"{r['map_codebooks']:>8.4f}{r['map_refined']:>9.4f}{r['error_codebooks']:>8.3f}"
+                    f"{r['images_per_s']:>7.0f}"
+                )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bits", type=int, default=16)
@@ -42,8 +60,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="SPQConfig.seed (the split stays fixed)")
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
+    p.add_argument("--table", nargs="+", metavar="OUT", help="print the learning curves of these runs and exit")
     args = p.parse_args()
+    if args.table:
+        print_table(args.table)
+        return
+    if not args.out:
+        p.error("--out is required to train")
     torch.set_num_threads(args.threads)
     x, y = datasets.fashion_mnist("train")
     perm = np.random.default_rng(123).permutation(len(x))
