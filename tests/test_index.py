@@ -98,8 +98,10 @@ def test_ids_continue_from_largest(rng):
     index.add(x)
     np.testing.assert_array_equal(index.ids, np.arange(10))
     assert index.remove([9, 8, 100]) == 2
+    assert index.next_id == 10  # removed ids are not given again
     index.add(x[:1])
     np.testing.assert_array_equal(index.ids, [0, 1, 2, 3, 4, 5, 6, 7, 10])
+    assert index.next_id == 11
 
 
 def test_explicit_ids_remove_readd_reconstruct(rng):

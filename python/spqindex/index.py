@@ -116,6 +116,12 @@ class Index:
         return self._core.read_only
 
     @property
+    def next_id(self) -> int:
+        """The id the next ``add`` without ids gives: 1 + the largest id ever added (removed ones
+        included), 0 for an empty index."""
+        return self._core.next_id
+
+    @property
     def ids(self) -> np.ndarray:
         """A copy of the stored ids in storage order, shape (ntotal,) int64."""
         return self._core.ids()

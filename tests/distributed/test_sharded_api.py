@@ -28,6 +28,21 @@ def assert_same(sx, index, q, k):
     assert D.dtype == np.float32 and I.dtype == np.int64
 
 
+def test_from_index_continues_ids_after_removed_last_ids(ray_local, tmp_path, rng):
+    from spqindex.distributed import ShardedIndex
+
+    cb = rng.standard_normal((4, 16, 2)).astype(np.float32)
+    index = spqindex.Index(cb)
+    index.add(rng.standard_normal((300, 8)).astype(np.float32))
+    index.remove([299, 298])  # the next add still starts at 300, as in the single index
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    with ShardedIndex.from_index(index, tmp_path, num_shards=2) as sx:
+        sx.add(x)
+        index.add(x)
+        assert index.next_id == 305
+        assert_same(sx, index, x, 10)
+
+
 def files(directory):
     return sorted(p for p in os.listdir(directory) if p.startswith("shard-"))
 

@@ -47,13 +47,6 @@ def id_mode(index: spqindex.Index) -> Optional[str]:
     return None
 
 
-def next_sequential_id(index: spqindex.Index) -> int:
-    """The id the next ``add`` without ids would get: max id + 1 (the public API does not expose the
-    counter, which is larger when the last ids were removed)."""
-    ids = index.ids
-    return int(ids.max()) + 1 if ids.size else 0
-
-
 class ShardedIndex:
     """An index sharded over Ray actors; ``search`` equals ``Index.search`` on all the data.
 
@@ -130,7 +123,7 @@ class ShardedIndex:
             "code_size": index.code_size,
             "codebooks_sha256": codebooks_sha256(codebooks),
             "id_mode": mode,
-            "next_id": next_sequential_id(index) if mode != "explicit" else 0,
+            "next_id": index.next_id if mode != "explicit" else 0,
             "generation": 0,
             "ntotal": int(ids.size),
             "shards": entries,
