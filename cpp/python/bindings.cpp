@@ -22,6 +22,7 @@
 #include "spqindex/cuda.h"
 #endif
 #include "spqindex/encode.h"
+#include "spqindex/id_filter.h"
 #include "spqindex/index.h"
 #include "spqindex/io.h"
 #include "spqindex/io_error.h"
@@ -92,7 +93,7 @@ bool all_finite(const float* x, size_t n) {
 /// search(q, k) for host queries, shared by the CPU and GPU index: checks (finiteness included),
 /// allocates (D, I) with the GIL held, searches without it.
 template <typename IndexT, typename... Extra>
-py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k, Extra... extra) {
+py::tuple search_host(IndexT& self, const py::array& q, py::ssize_t k, const Extra&... extra) {
   auto qa = strict<float>(q, "q", 2);
   check_dim(qa, "q", self.dim());
   const py::ssize_t nq = qa.shape(0);
@@ -205,6 +206,19 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
+  py::class_<IdFilter>(m, "IdFilterCore")
+      .def(py::init([](const py::array& ids) {
+             auto a = strict<int64_t>(ids, "ids", 1);
+             return std::make_unique<IdFilter>(a.data(), static_cast<size_t>(a.shape(0)));
+           }),
+           py::arg("ids"))
+      .def("__len__", [](const IdFilter& f) { return f.ids().size(); })
+      .def("ids", [](const IdFilter& f) {
+        std::vector<int64_t> v = f.ids();
+        const py::ssize_t n = static_cast<py::ssize_t>(v.size());
+        return to_numpy(std::move(v), {n});
+      });
+
   py::class_<Index>(m, "IndexCore")
       .def(py::init([](const py::array& codebooks, const std::string& metric) {
              auto c = strict<float>(codebooks, "codebooks", 3);
@@ -258,6 +272,8 @@ PYBIND11_MODULE(_core, m) {
           "search",
           [](const Index& self, const py::array& q, py::ssize_t k, const py::object& filter) {
             if (filter.is_none()) return search_host<const Index>(self, q, k);
+            if (py::isinstance<IdFilter>(filter))
+              return search_host<const Index>(self, q, k, filter.cast<const IdFilter&>());
             auto fa = strict<int64_t>(filter.cast<py::array>(), "filter", 1);
             return search_host<const Index>(self, q, k, fa.data(), fa.shape(0));
           },

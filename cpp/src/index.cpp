@@ -1,6 +1,7 @@
 #include "spqindex/index.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "spqindex/encode.h"
 #include "spqindex/error.h"
 #include "spqindex/grouped_scan.h"
+#include "spqindex/id_filter.h"
 #include "spqindex/io.h"
 #include "spqindex/search.h"
 
@@ -35,12 +37,23 @@ CodeLayout stored_layout(const Codebooks& cb) {
       cb.nbits == 8 ? std::make_shared<const CodeGroups>(group_codewords(cb)) : nullptr);
 }
 
+uint64_t new_serial() {
+  static std::atomic<uint64_t> last{0};
+  return ++last;
+}
+
 }  // namespace
 
 Index::Index(Codebooks codebooks, Metric metric)
-    : cb_(std::move(codebooks)), metric_(metric), layout_(stored_layout(cb_)) {}
+    : cb_(std::move(codebooks)),
+      metric_(metric),
+      layout_(stored_layout(cb_)),
+      serial_(new_serial()) {}
 Index::Index(Codebooks codebooks, Metric metric, CodeLayout layout)
-    : cb_(std::move(codebooks)), metric_(metric), layout_(std::move(layout)) {}
+    : cb_(std::move(codebooks)),
+      metric_(metric),
+      layout_(std::move(layout)),
+      serial_(new_serial()) {}
 Index::~Index() = default;
 
 size_t Index::ntotal() const {
@@ -137,6 +150,7 @@ void Index::materialise_ids() {
 void Index::append(const uint8_t* codes, const uint8_t* blocks, const CodeLayout* src_layout,
                    size_t src_row, size_t n, const int64_t* ids) {
   if (n == 0) return;
+  generation_++;  // before any change: a filter's cached masks never match a half-done append
   const size_t total = ntotal_ + n;
   // Reserve first: if memory runs out nothing has changed yet.
   reserve_for(blocks_, layout_.bytes_for(total));
@@ -248,20 +262,48 @@ void Index::check_k(size_t nq, int64_t k) {
                     std::to_string(nq) + ", " + std::to_string(k) + ") cannot be addressed");
 }
 
+std::vector<uint64_t> Index::allow_masks(const int64_t* ids, size_t n) const {
+  std::vector<uint64_t> masks(CodeLayout::nblocks(ntotal_), 0);
+  size_t row;
+  for (size_t i = 0; i < n; i++)
+    if (find_row(ids[i], &row)) masks[row / kBlockRows] |= uint64_t{1} << (row % kBlockRows);
+  return masks;
+}
+
+void Index::search_locked(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+                          const uint64_t* allow) const {
+  BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
+  src.allow = allow;
+  search_blocks(cb_, metric_, src, q, nq, k, D, I);
+}
+
 void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I, const int64_t* allow,
                    size_t n_allow) const {
   check_k(nq, static_cast<int64_t>(k));
   std::shared_lock<WriterPreferringMutex> lock(mu_);
-  BlockSource src{&layout_, blocks_ptr(), ntotal_, ids_ptr(), ids_ascending_};
-  std::vector<uint64_t> mask;
-  if (allow) {  // one word per block: bit j admits row b * 64 + j
-    mask.assign(CodeLayout::nblocks(ntotal_), 0);
-    size_t row;
-    for (size_t i = 0; i < n_allow; i++)
-      if (find_row(allow[i], &row)) mask[row / kBlockRows] |= uint64_t{1} << (row % kBlockRows);
-    src.allow = mask.data();
+  if (!allow) return search_locked(q, nq, k, D, I, nullptr);
+  const std::vector<uint64_t> masks = allow_masks(allow, n_allow);
+  search_locked(q, nq, k, D, I, masks.data());
+}
+
+void Index::search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+                   const IdFilter& filter) const {
+  check_k(nq, static_cast<int64_t>(k));
+  std::shared_lock<WriterPreferringMutex> lock(mu_);
+  std::shared_ptr<const std::vector<uint64_t>> masks;
+  {
+    std::lock_guard<std::mutex> cache(filter.mu_);
+    if (filter.serial_ == serial_ && filter.generation_ == generation_) masks = filter.masks_;
   }
-  search_blocks(cb_, metric_, src, q, nq, k, D, I);
+  if (!masks) {  // built outside the filter's lock: searches of other indexes are not held up
+    masks = std::make_shared<const std::vector<uint64_t>>(
+        allow_masks(filter.ids_.data(), filter.ids_.size()));
+    std::lock_guard<std::mutex> cache(filter.mu_);
+    filter.serial_ = serial_;
+    filter.generation_ = generation_;
+    filter.masks_ = masks;
+  }
+  search_locked(q, nq, k, D, I, masks->data());
 }
 
 void Index::range_search(const float* q, size_t nq, float radius, std::vector<int64_t>* lims,
@@ -280,6 +322,7 @@ size_t Index::remove(const int64_t* ids, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (find_row(ids[i], &row)) doomed.insert(ids[i]);
   if (doomed.empty()) return 0;
+  generation_++;
   materialise_ids();  // ids stop being the row numbers
   // Compact in place: kept rows move down over the removed ones, order preserved.
   size_t kept = 0;

@@ -1,10 +1,15 @@
 """Type stubs of the native core (cpp/python/bindings.cpp). Arrays must already be C-contiguous
 with the exact dtype; spqindex.Index does those conversions."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
+
+class IdFilterCore:
+    def __init__(self, ids: npt.NDArray[np.int64]) -> None: ...
+    def __len__(self) -> int: ...
+    def ids(self) -> npt.NDArray[np.int64]: ...
 
 class IndexCore:
     def __init__(self, codebooks: npt.NDArray[np.float32], metric: str) -> None: ...
@@ -35,7 +40,7 @@ class IndexCore:
     def add(self, x: npt.NDArray[np.float32], ids: Optional[npt.NDArray[np.int64]] = None) -> None: ...
     def add_codes(self, codes: npt.NDArray[np.uint8], ids: Optional[npt.NDArray[np.int64]] = None) -> None: ...
     def search(
-        self, q: npt.NDArray[np.float32], k: int, filter: Optional[npt.NDArray[np.int64]] = None
+        self, q: npt.NDArray[np.float32], k: int, filter: Optional[Union[npt.NDArray[np.int64], IdFilterCore]] = None
     ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
     def range_search(
         self, q: npt.NDArray[np.float32], radius: float

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _core
 from ._validate import code_matrix, codebook_array, float_matrix, id_vector, int_arg
+from .id_filter import IdFilter
 
 
 def _metric_name(metric) -> str:
@@ -184,10 +185,14 @@ class Index:
     def search(self, q, k: int = 10, filter=None) -> Tuple[np.ndarray, np.ndarray]:
         """Exact top-k by ADC. Returns ``(D, I)`` of shape (nq, k), best first, ties by smaller id;
         missing results are padded with id -1 and distance +inf (-inf for "ip").
-        ``filter``: ids (1-d integers) that may be returned; the result is then the exact top-k
-        among them (ids not in the index are ignored), computed inside the scan."""
+        ``filter``: ids (1-d integers, or a :class:`spqindex.IdFilter` to reuse over many searches)
+        that may be returned; the result is then the exact top-k among them (ids not in the index
+        are ignored), computed inside the scan."""
         k = int_arg(k, "k")  # its values: Index::check_k in the core
-        fa = None if filter is None else id_vector(filter, "filter")
+        if filter is None or isinstance(filter, IdFilter):
+            fa = None if filter is None else filter._core
+        else:
+            fa = id_vector(filter, "filter")
         qa = float_matrix(q, "q", self.dim, check_finite=False)  # the core rejects NaN/Inf queries
         nq = qa.shape[0]
         try:

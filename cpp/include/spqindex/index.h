@@ -21,6 +21,7 @@
 namespace spqindex {
 
 class FileMapping;
+class IdFilter;
 
 /// A requested id is not in the index (Python KeyError).
 struct IdNotFound : std::out_of_range {
@@ -70,6 +71,10 @@ class Index {
   /// allow (n_allow ids, or nullptr): only these ids are candidates (unknown ids are ignored).
   void search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
               const int64_t* allow = nullptr, size_t n_allow = 0) const;
+  /// The same with a reusable filter: its block masks are built once per index state (any
+  /// add, remove or merge starts a new one) and shared by the searches that follow.
+  void search(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+              const IdFilter& filter) const;
   /// Every stored vector within radius of each query (FAISS convention: distance < radius for
   /// l2/spq, inner product > radius for ip); lims (nq + 1) delimit each query's hits in D, I,
   /// ordered best first, ties by id. radius must be finite.
@@ -111,6 +116,10 @@ class Index {
               size_t src_row, size_t n, const int64_t* ids);
   void materialise_ids();  ///< stores ids 0..n-1 (the implicit ones)
   const std::unordered_map<int64_t, size_t>& row_of() const;  // lazily built id -> row
+  /// The allow masks of search (one word per block; the lock is held).
+  std::vector<uint64_t> allow_masks(const int64_t* ids, size_t n) const;
+  void search_locked(const float* q, size_t nq, size_t k, float* D, int64_t* I,
+                     const uint64_t* allow) const;
 
   Codebooks cb_;
   Metric metric_;
@@ -122,6 +131,8 @@ class Index {
   size_t ntotal_ = 0;
   int64_t next_id_ = 0;  ///< 1 + largest id ever added (ids continue from here)
   IdMode id_mode_ = IdMode::Unset;
+  const uint64_t serial_;    ///< unique per Index in the process (IdFilter caches are keyed by it)
+  uint64_t generation_ = 0;  ///< bumped by every change of rows (add, remove, merge)
   std::shared_ptr<FileMapping> mapping_;  ///< set when codes/ids live in a read-only mapping
   const uint8_t* mapped_blocks_ = nullptr;
   const int64_t* mapped_ids_ = nullptr;
