@@ -24,7 +24,7 @@ import statistics
 import time
 
 import numpy as np
-from machine import cpu_model
+from machine import best_time, cpu_model
 
 import spqindex
 from spqindex import _core
@@ -47,15 +47,6 @@ def faiss_level(faiss) -> str:
     if cfg is not None and hasattr(cfg, "get_level_name"):
         return cfg.get_level_name()
     return faiss.get_compile_options()
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def interleaved_latency(ours, theirs, q: np.ndarray, k: int, threads: int, faiss) -> tuple:

@@ -9,21 +9,11 @@ keeps those masks between searches of an unchanged index.
 """
 
 import argparse
-import time
 
 import numpy as np
-from machine import cpu_model
+from machine import best_time, cpu_model
 
 import spqindex
-
-
-def best(fn, repeats: int) -> float:
-    t_best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        t_best = min(t_best, time.perf_counter() - t)
-    return t_best
 
 
 def main() -> None:
@@ -45,10 +35,10 @@ def main() -> None:
             allowed = None if frac is None else np.sort(rng.choice(n, int(frac * n), replace=False))
             if prepared:
                 allowed = spqindex.IdFilter(allowed)
-            tb = best(lambda allowed=allowed, index=index, q=q: index.search(q, 10, filter=allowed), 5)
+            tb = best_time(lambda allowed=allowed, index=index, q=q: index.search(q, 10, filter=allowed), 5)
             t1 = np.median(
                 [
-                    best(
+                    best_time(
                         lambda i=i, allowed=allowed, index=index, q=q: index.search(q[i : i + 1], 10, filter=allowed), 3
                     )
                     for i in range(20)

@@ -1,7 +1,9 @@
-"""What every benchmark prints about the machine it ran on (bench scripts import it as `machine`)."""
+"""What every benchmark prints about the machine it ran on, and how it times a call (bench scripts
+import it as `machine`)."""
 
 import platform
 import subprocess
+import time
 
 
 def cpu_model() -> str:
@@ -14,3 +16,13 @@ def cpu_model() -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def best_time(fn, repeats: int) -> float:
+    """The least wall time of ``repeats`` calls of ``fn`` (the least disturbed run), seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best

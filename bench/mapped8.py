@@ -17,8 +17,8 @@ import tempfile
 import time
 
 import numpy as np
-from compare_faiss import best_time, clustered
-from machine import cpu_model
+from compare_faiss import clustered
+from machine import best_time, cpu_model
 
 import spqindex
 

@@ -19,24 +19,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-from machine import cpu_model
+from machine import best_time, cpu_model
 
 import spqindex  # noqa: E402
 
 
-def timed(fn, repeats: int) -> float:
-    """Minimum wall time of ``repeats`` calls (min-of-many: the least disturbed run)."""
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def latency(search, queries, repeats: int) -> float:
     """Median over the queries of the min-of-``repeats`` time of a one-query search, seconds."""
-    return float(np.median([timed(lambda q=q: search(q[None, :]), repeats) for q in queries]))
+    return float(np.median([best_time(lambda q=q: search(q[None, :]), repeats) for q in queries]))
 
 
 def main() -> int:
@@ -99,12 +89,12 @@ def main() -> int:
     )
 
     ref = index.search(q, args.k)
-    t_batch = timed(lambda: index.search(q, args.k), args.repeats)
+    t_batch = best_time(lambda: index.search(q, args.k), args.repeats)
     t_one = latency(lambda x: index.search(x, args.k), ql, args.repeats)
     one_thread = spqindex.get_num_threads()
     spqindex.set_num_threads(1)
     t_one_1t = latency(lambda x: index.search(x, args.k), ql[:10], args.repeats)
-    t_batch_1t = timed(lambda: index.search(q, args.k), 1)
+    t_batch_1t = best_time(lambda: index.search(q, args.k), 1)
     spqindex.set_num_threads(one_thread)
     rows = [("local Index", args.threads, t_batch, t_one, "")]
     print(
@@ -128,7 +118,7 @@ def main() -> int:
             )
     parts = [np.sort(rng.random((args.nq, args.k)).astype(np.float32), axis=1) for _ in range(4)]
     ids = [rng.integers(0, args.n, (args.nq, args.k)) for _ in range(4)]
-    t_merge = timed(lambda: merge_topk(parts, ids, args.k, "l2"), args.repeats)
+    t_merge = best_time(lambda: merge_topk(parts, ids, args.k, "l2"), args.repeats)
     print(f"# merge of 4 shard lists on the driver: {t_merge * 1e6 / args.nq:.2f} us per query (nq={args.nq})")
     print(
         "# Ray fixed cost per search call (single query, 1000 codes per shard, minus the local search): "
@@ -146,7 +136,7 @@ def main() -> int:
             try:
                 D, I = sx.search(q, args.k)
                 ok = np.array_equal(I, ref[1]) and np.array_equal(D, ref[0])
-                tb = timed(lambda sx=sx: sx.search(q, args.k), args.repeats)
+                tb = best_time(lambda sx=sx: sx.search(q, args.k), args.repeats)
                 t1 = latency(lambda x, sx=sx: sx.search(x, args.k), ql, args.repeats)
             finally:
                 sx.close()
