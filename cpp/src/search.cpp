@@ -81,7 +81,7 @@ SumsKernel select_kernel(const Luts& L, const CodeLayout& layout, const BlockSou
 void scan_blocks(SumsKernel sums, ScanKernel kernel, const CodeLayout& layout,
                  const BlockSource& src, const int64_t* heap_ids, const float* luts,
                  size_t lut_size, const QuantizedLut* ql, size_t nq, size_t b0, size_t b1,
-                 TopK* heaps, std::atomic<float>* shared) {
+                 TopK* heaps, SharedPruning* shared) {
   if (!sums) {
     scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1, heaps, shared,
               src.allow);
@@ -150,8 +150,7 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
   const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(nthreads));
   const size_t per = (nblocks + ntasks - 1) / ntasks;
   std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
-  std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
-  for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
+  std::unique_ptr<SharedPruning[]> shared(new SharedPruning[nq]);
   const SumsKernel sums = select_kernel(L, layout, src, k, per * kBlockRows);
   parallel_for(ntasks, [&](size_t t) {
     const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
