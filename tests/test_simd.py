@@ -211,6 +211,29 @@ def test_ties_at_floor_score(level, metric, nbits):
             spqindex.set_num_threads(2)
 
 
+@pytest.mark.parametrize("metric", ["l2", "spq", "ip"])
+def test_clustered_4bit_refined_steps(level, metric):
+    # Clustered data, queries near the data: after the first chunk the k-th score lies far
+    # below the LUT range, so the scan quantizes each LUT again with finer steps (entries past
+    # the cap clipped); results stay exact in both split paths.
+    rng = np.random.default_rng(41)
+    M, dsub, n = 8, 4, 40_000
+    centers = rng.standard_normal((50, M * dsub)).astype(np.float32) * 3
+    x = centers[rng.integers(0, 50, n)] + rng.standard_normal((n, M * dsub)).astype(np.float32)
+    cb = np.stack([x[rng.choice(n, 16, replace=False), m * dsub : (m + 1) * dsub] for m in range(M)])
+    index = spqindex.Index(cb, metric=metric)
+    index.add(x)
+    q = centers[rng.integers(0, 50, 12)] + 0.5 * rng.standard_normal((12, M * dsub)).astype(np.float32)
+    for threads in (1, 2):
+        spqindex.set_num_threads(threads)
+        try:
+            for k in (1, 10, 100):
+                check(index, q, k)
+                check(index, q[:1], k)
+        finally:
+            spqindex.set_num_threads(2)
+
+
 @pytest.mark.parametrize(
     "scale,metrics", [(1e-30, ("l2", "ip")), (1e17, ("l2", "ip")), (1e18, ("l2", "ip")), (1e25, ("l2",))]
 )

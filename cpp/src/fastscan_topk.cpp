@@ -14,6 +14,12 @@ namespace spqindex {
 namespace {
 
 constexpr size_t kChunkBytes = 256 * 1024;  // code blocks kept in L2 across the queries
+// A query's LUT is quantized again with a cap (fastscan.h quantize_lut) once its threshold is
+// within kRefineRatio of the current range above base: every entry of a top-k code lies within
+// (threshold - base) of its sub-space minimum, so that is the span worth resolving. Caps below
+// kMinCap of the full range are not taken (the float-sum term of the slack dominates there).
+constexpr double kRefineRatio = 0.5;
+constexpr double kMinCap = 1.0 / 4096;
 
 template <class Heap>
 struct Rescore {
@@ -24,7 +30,7 @@ struct Rescore {
   const uint64_t* allow;  ///< per-block row masks, or nullptr
   const float* luts;
   size_t lut_size;
-  const QuantizedLut* qluts;
+  const QuantizedLut* const* qlut_of;  ///< per query: its current quantized LUT
   Heap* heaps;
   const size_t* query_of;  ///< kernel query slot -> query index
   ScanQuery* slots;
@@ -103,7 +109,7 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   }
   if (thr != r.bound_thr[q]) {  // most calls push nothing: keep the bound
     r.bound_thr[q] = thr;
-    r.slots[slot].bound = r.qluts[q].bound(thr);
+    r.slots[slot].bound = r.qlut_of[q]->bound(thr);
   }
 }
 
@@ -150,6 +156,24 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
     bound_thr[q] = thr;
     if (floor_stop) floor[q] = floor_score(luts + q * lut_size, layout.M(), 1 << layout.nbits());
   }
+  // Finer steps once a threshold is known (refine()); 4-bit tables only (the grouped 8-bit
+  // table derives from the plain one).
+  std::vector<const QuantizedLut*> qlut_of(nq, nullptr);
+  for (size_t q : fast) qlut_of[q] = &qluts[q];
+  std::vector<QuantizedLut> refined;
+  auto refine = [&](size_t i) {
+    const size_t q = fast[i];
+    const QuantizedLut& cur = *qlut_of[q];
+    const double cap = static_cast<double>(bound_thr[q]) - cur.base;
+    if (!(cap < kRefineRatio * cur.range) || !(cap > kMinCap * qluts[q].range)) return;
+    if (refined.empty()) refined.resize(nq);
+    QuantizedLut& next = refined[q];
+    quantize_lut(luts + q * lut_size, layout.M(), layout.nbits(), &next, cap);
+    if (!next.ok) return;
+    qlut_of[q] = &next;
+    slots[i] = {next.table.data(), next.bound(bound_thr[q])};
+  };
+  const bool refining = layout.kind() == CodeLayout::Kind::Fast4;
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<typename Rescore<Heap>::Shared> views(nq,
                                                     typename Rescore<Heap>::Shared{inf, inf, 0});
@@ -160,7 +184,7 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
                     allow,
                     luts,
                     lut_size,
-                    qluts,
+                    qlut_of.data(),
                     heaps,
                     nullptr,
                     nullptr,
@@ -168,14 +192,16 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
                     views.data(),
                     bound_thr.data(),
                     floor_stop ? floor.data() : nullptr};
+  // The first chunk is short so that refine() sees a threshold early.
   const size_t chunk = std::max<size_t>(1, kChunkBytes / layout.block_bytes());
-  for (size_t c0 = b0; c0 < b1; c0 += chunk) {
-    const size_t c1 = std::min(b1, c0 + chunk);
+  for (size_t c0 = b0, c1; c0 < b1; c0 = c1) {
+    c1 = std::min(b1, c0 + (c0 == b0 ? std::max<size_t>(1, chunk / 8) : chunk));
     size_t live = 0;
     for (size_t i = 0; i < fast.size(); i++) {
       const bool stopped =
           floor_stop && shared && c0 >= shared[fast[i]].stop.load(std::memory_order_relaxed);
       if (slots[i].bound < 0 || stopped) continue;
+      if (refining && c0 != b0) refine(i);
       fast[live] = fast[i];
       slots[live++] = slots[i];
     }
