@@ -59,98 +59,147 @@ void prefetch_block(const uint8_t* blk, size_t block_bytes) {
     _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + off), _MM_HINT_T0);
 }
 
-// Few queries (NQ <= 2): both halves of a block per pass over the pairs (each LUT load serves 64
-// rows) and one bound test per block and query. PC: the pair count when fixed at compile time.
+// Per block, the kernel takes one of two sum widths.
+// - uint8 with saturation, when every live bound is below 255 (the usual case once the scan has
+//   a threshold and fastscan_topk has refined the LUT): min(sum, 255) is still a lower bound,
+//   and with bound < 255 it selects exactly the rows the uint16 sum would. 32 rows per register,
+//   no high-byte bookkeeping.
+// - uint16 (the accumulation trick above) otherwise.
+// PC: the pair count when fixed at compile time (0: a.M).
+
+// Candidate rows of a half from uint8 sums s (bit i: row i of the half; byte 2i holds row i,
+// byte 2i+1 row 16+i, see code_layout.h).
+inline uint32_t half_mask8(__m256i s, __m256i bnd8) {
+  const __m256i le = _mm256_cmpeq_epi8(_mm256_min_epu8(s, bnd8), s);
+  // Per 128-bit lane: even bytes (rows i) then odd bytes (rows 16 + i); then lanes to row order.
+  const __m256i even_odd = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0,
+                                            2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  const __m256i rows = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(le, even_odd), 0xD8);
+  return static_cast<uint32_t>(_mm256_movemask_epi8(rows));
+}
+
+// One block in uint8: both halves per pass over the pairs; mask[qi] gets the candidates.
 template <int NQ, int PC>
-void scan4_blocks(const ScanArgs& a) {
-  const int P = PC ? PC : (a.M + 1) / 2;
+inline void block_u8(const uint8_t* blk, int P, const uint8_t* const* lut, const int32_t* bound,
+                     uint64_t* mask) {
   const __m256i nib = _mm256_set1_epi8(0x0F);
-  const uint8_t* lut[NQ];
-  int32_t bound[NQ];
-  __m256i bnd[NQ];
-  for (int qi = 0; qi < NQ; qi++) {
-    lut[qi] = a.queries[qi].qlut;
-    bound[qi] = a.queries[qi].bound;
-    bnd[qi] = bound_vec(bound[qi]);
+  __m256i s0[NQ], s1[NQ];
+  for (int qi = 0; qi < NQ; qi++) s0[qi] = s1[qi] = _mm256_setzero_si256();
+  for (int p = 0; p < (PC ? PC : P); p++) {
+    const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64));
+    const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + 32));
+    const __m256i clo0 = _mm256_and_si256(c0, nib);
+    const __m256i chi0 = _mm256_and_si256(_mm256_srli_epi16(c0, 4), nib);
+    const __m256i clo1 = _mm256_and_si256(c1, nib);
+    const __m256i chi1 = _mm256_and_si256(_mm256_srli_epi16(c1, 4), nib);
+    for (int qi = 0; qi < NQ; qi++) {
+      const __m256i tl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[qi] + p * 64));
+      const __m256i th =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[qi] + p * 64 + 32));
+      // Each entry <= 127, so a pair's two entries add without wrapping.
+      s0[qi] = _mm256_adds_epu8(
+          s0[qi], _mm256_add_epi8(_mm256_shuffle_epi8(tl, clo0), _mm256_shuffle_epi8(th, chi0)));
+      s1[qi] = _mm256_adds_epu8(
+          s1[qi], _mm256_add_epi8(_mm256_shuffle_epi8(tl, clo1), _mm256_shuffle_epi8(th, chi1)));
+    }
   }
-  for (size_t b = a.b0; b < a.b1; b++) {
-    bool live = false;
-    for (int qi = 0; qi < NQ; qi++) live |= bound[qi] >= 0;
-    if (!live) return;  // every query is done (the sink set bound < 0)
-    const uint8_t* blk = a.blocks + b * a.block_bytes;
-    prefetch_block(blk, a.block_bytes);
-    __m256i acc0[NQ], acch0[NQ], acc1[NQ], acch1[NQ];
-    for (int qi = 0; qi < NQ; qi++)
-      acc0[qi] = acch0[qi] = acc1[qi] = acch1[qi] = _mm256_setzero_si256();
-    for (int p = 0; p < P; p++) {
-      const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64));
-      const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + 32));
-      const __m256i clo0 = _mm256_and_si256(c0, nib);
-      const __m256i chi0 = _mm256_and_si256(_mm256_srli_epi16(c0, 4), nib);
-      const __m256i clo1 = _mm256_and_si256(c1, nib);
-      const __m256i chi1 = _mm256_and_si256(_mm256_srli_epi16(c1, 4), nib);
-      for (int qi = 0; qi < NQ; qi++) {
-        accumulate(lut[qi] + p * 64, clo0, chi0, &acc0[qi], &acch0[qi]);
-        accumulate(lut[qi] + p * 64, clo1, chi1, &acc1[qi], &acch1[qi]);
-      }
+  for (int qi = 0; qi < NQ; qi++) {
+    mask[qi] = 0;
+    if (bound[qi] < 0) continue;
+    const __m256i b = _mm256_set1_epi8(static_cast<char>(bound[qi]));
+    const __m256i m = _mm256_min_epu8(s0[qi], s1[qi]);
+    if (!_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(m, b), m))) continue;
+    mask[qi] = half_mask8(s0[qi], b) | uint64_t{half_mask8(s1[qi], b)} << 32;
+  }
+}
+
+// One block in uint16, both halves per pass over the pairs (NQ <= 2: the four accumulators per
+// query fit the 16 registers).
+template <int NQ, int PC>
+inline void block_u16_both(const uint8_t* blk, int P, const uint8_t* const* lut,
+                           const int32_t* bound, uint64_t* mask) {
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+  __m256i acc0[NQ], acch0[NQ], acc1[NQ], acch1[NQ];
+  for (int qi = 0; qi < NQ; qi++)
+    acc0[qi] = acch0[qi] = acc1[qi] = acch1[qi] = _mm256_setzero_si256();
+  for (int p = 0; p < (PC ? PC : P); p++) {
+    const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64));
+    const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + 32));
+    const __m256i clo0 = _mm256_and_si256(c0, nib);
+    const __m256i chi0 = _mm256_and_si256(_mm256_srli_epi16(c0, 4), nib);
+    const __m256i clo1 = _mm256_and_si256(c1, nib);
+    const __m256i chi1 = _mm256_and_si256(_mm256_srli_epi16(c1, 4), nib);
+    for (int qi = 0; qi < NQ; qi++) {
+      accumulate(lut[qi] + p * 64, clo0, chi0, &acc0[qi], &acch0[qi]);
+      accumulate(lut[qi] + p * 64, clo1, chi1, &acc1[qi], &acch1[qi]);
+    }
+  }
+  for (int qi = 0; qi < NQ; qi++) {
+    mask[qi] = 0;
+    if (bound[qi] < 0) continue;
+    const __m256i b = bound_vec(bound[qi]);
+    const HalfSums h0 = finish(acc0[qi], acch0[qi]), h1 = finish(acc1[qi], acch1[qi]);
+    const __m256i m =
+        _mm256_min_epi16(_mm256_min_epi16(h0.lo, h0.hi), _mm256_min_epi16(h1.lo, h1.hi));
+    if (!any_within(m, b)) continue;
+    mask[qi] = half_mask(h0, b) | uint64_t{half_mask(h1, b)} << 32;
+  }
+}
+
+// One block in uint16, one half at a time (NQ 3, 4: both halves' accumulators would not fit).
+template <int NQ, int PC>
+inline void block_u16_halves(const uint8_t* blk, int P, const uint8_t* const* lut,
+                             const int32_t* bound, uint64_t* mask) {
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+  for (int qi = 0; qi < NQ; qi++) mask[qi] = 0;
+  for (int h = 0; h < 2; h++) {
+    __m256i acc[NQ], acch[NQ];
+    for (int qi = 0; qi < NQ; qi++) acc[qi] = acch[qi] = _mm256_setzero_si256();
+    for (int p = 0; p < (PC ? PC : P); p++) {
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
+      const __m256i clo = _mm256_and_si256(c, nib);
+      const __m256i chi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
+      for (int qi = 0; qi < NQ; qi++) accumulate(lut[qi] + p * 64, clo, chi, &acc[qi], &acch[qi]);
     }
     for (int qi = 0; qi < NQ; qi++) {
       if (bound[qi] < 0) continue;
-      const HalfSums s0 = finish(acc0[qi], acch0[qi]), s1 = finish(acc1[qi], acch1[qi]);
-      const __m256i m =
-          _mm256_min_epi16(_mm256_min_epi16(s0.lo, s0.hi), _mm256_min_epi16(s1.lo, s1.hi));
-      if (!any_within(m, bnd[qi])) continue;
-      const uint64_t mask = half_mask(s0, bnd[qi]) | uint64_t{half_mask(s1, bnd[qi])} << 32;
-      a.sink(a.ctx, qi, b, mask);
-      bound[qi] = a.queries[qi].bound;
-      bnd[qi] = bound_vec(bound[qi]);
+      const __m256i b = bound_vec(bound[qi]);
+      const HalfSums s = finish(acc[qi], acch[qi]);
+      if (any_within(_mm256_min_epi16(s.lo, s.hi), b))
+        mask[qi] |= uint64_t{half_mask(s, b)} << (32 * h);
     }
   }
 }
 
-// More queries (NQ 3, 4): one half at a time (the accumulators of both halves would not fit the
-// 16 registers), one bound test per half and query, one sink call per block and query.
 template <int NQ, int PC>
-void scan4_halves(const ScanArgs& a) {
-  const int P = PC ? PC : (a.M + 1) / 2;
-  const __m256i nib = _mm256_set1_epi8(0x0F);
+void scan4_nq(const ScanArgs& a) {
+  const int P = (a.M + 1) / 2;
   const uint8_t* lut[NQ];
   int32_t bound[NQ];
-  __m256i bnd[NQ];
   for (int qi = 0; qi < NQ; qi++) {
     lut[qi] = a.queries[qi].qlut;
     bound[qi] = a.queries[qi].bound;
-    bnd[qi] = bound_vec(bound[qi]);
   }
   for (size_t b = a.b0; b < a.b1; b++) {
-    bool live = false;
-    for (int qi = 0; qi < NQ; qi++) live |= bound[qi] >= 0;
-    if (!live) return;
+    bool live = false, small = true;
+    for (int qi = 0; qi < NQ; qi++) {
+      live |= bound[qi] >= 0;
+      small &= bound[qi] < 255;
+    }
+    if (!live) return;  // every query is done (the sink set bound < 0)
     const uint8_t* blk = a.blocks + b * a.block_bytes;
     prefetch_block(blk, a.block_bytes);
-    uint64_t mask[NQ] = {};
-    for (int h = 0; h < 2; h++) {
-      __m256i acc[NQ], acch[NQ];
-      for (int qi = 0; qi < NQ; qi++) acc[qi] = acch[qi] = _mm256_setzero_si256();
-      for (int p = 0; p < P; p++) {
-        const __m256i c =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + h * 32));
-        const __m256i clo = _mm256_and_si256(c, nib);
-        const __m256i chi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
-        for (int qi = 0; qi < NQ; qi++) accumulate(lut[qi] + p * 64, clo, chi, &acc[qi], &acch[qi]);
-      }
-      for (int qi = 0; qi < NQ; qi++) {
-        if (bound[qi] < 0) continue;
-        const HalfSums s = finish(acc[qi], acch[qi]);
-        if (any_within(_mm256_min_epi16(s.lo, s.hi), bnd[qi]))
-          mask[qi] |= uint64_t{half_mask(s, bnd[qi])} << (32 * h);
-      }
-    }
+    uint64_t mask[NQ];
+    if (small)
+      block_u8<NQ, PC>(blk, P, lut, bound, mask);
+    else if constexpr (NQ <= 2)
+      block_u16_both<NQ, PC>(blk, P, lut, bound, mask);
+    else
+      block_u16_halves<NQ, PC>(blk, P, lut, bound, mask);
     for (int qi = 0; qi < NQ; qi++) {
       if (!mask[qi]) continue;
       a.sink(a.ctx, qi, b, mask[qi]);
       bound[qi] = a.queries[qi].bound;
-      bnd[qi] = bound_vec(bound[qi]);
     }
   }
 }
@@ -159,13 +208,13 @@ template <int PC>
 void scan4_p(const ScanArgs& a) {
   switch (a.nq) {
     case 1:
-      return scan4_blocks<1, PC>(a);
+      return scan4_nq<1, PC>(a);
     case 2:
-      return scan4_blocks<2, PC>(a);
+      return scan4_nq<2, PC>(a);
     case 3:
-      return scan4_halves<3, PC>(a);
+      return scan4_nq<3, PC>(a);
     default:
-      return scan4_halves<4, PC>(a);
+      return scan4_nq<4, PC>(a);
   }
 }
 
