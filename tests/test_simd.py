@@ -173,6 +173,67 @@ def test_one_query_split_over_database(level, nbits):
             spqindex.set_num_threads(2)
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_ties_at_floor_score(level, metric, nbits):
+    # Rows holding each sub-space's best codeword for a query score the lowest any code can (the
+    # floor): a scan stops a query once its heap holds k of them, and a split query's tasks stop
+    # at the first block past such a heap. Tie counts below, at and above k; both split paths.
+    rng = np.random.default_rng(31 + nbits)
+    M, dsub, n = 8, 2, 70_000
+    cb = rng.standard_normal((M, 1 << nbits, dsub), dtype=np.float32)
+    q = rng.standard_normal((6, M * dsub), dtype=np.float32)
+    rows = rng.integers(0, 1 << nbits, size=(n, M))
+    for i, ties in enumerate([3, 10, 11, 300, 3000, 20_000]):
+        order = ref_lut(cb, metric, q[i]).argsort(axis=1)
+        rows[rng.choice(n, ties, replace=False)] = order[:, 0]
+        # Just above the floor: the second-best codeword in one sub-space.
+        near = rng.choice(n, 200, replace=False)
+        rows[near] = order[:, 0]
+        m = rng.integers(0, M, 200)
+        rows[near, m] = order[m, 1]
+    codes = np.zeros((n, M * nbits // 8), dtype=np.uint8)
+    for m in range(M):  # pack (FAISS layout)
+        bit = m * nbits
+        codes[:, bit // 8] |= (rows[:, m] << (bit % 8)).astype(np.uint8)
+    index = spqindex.Index(cb, metric=metric)
+    index.add_codes(codes, ids=np.arange(n) * 2 + 5)  # explicit ids, ascending
+    for threads in (1, 2, 3):
+        spqindex.set_num_threads(threads)
+        try:
+            for i in range(6):
+                check(index, q[i : i + 1], 10)  # one query split over the database
+            check(index, q[3:5], 10)
+            check(index, q, 10)  # query ranges
+            check(index, q, 11)
+            check_search(index, q[4:6], 10, filter=index.ids[rng.random(n) < 0.5])
+        finally:
+            spqindex.set_num_threads(2)
+
+
+@pytest.mark.parametrize("metric", ["l2", "spq", "ip"])
+def test_clustered_4bit_refined_steps(level, metric):
+    # Clustered data, queries near the data: after the first chunk the k-th score lies far
+    # below the LUT range, so the scan quantizes each LUT again with finer steps (entries past
+    # the cap clipped); results stay exact in both split paths.
+    rng = np.random.default_rng(41)
+    M, dsub, n = 8, 4, 40_000
+    centers = rng.standard_normal((50, M * dsub)).astype(np.float32) * 3
+    x = centers[rng.integers(0, 50, n)] + rng.standard_normal((n, M * dsub)).astype(np.float32)
+    cb = np.stack([x[rng.choice(n, 16, replace=False), m * dsub : (m + 1) * dsub] for m in range(M)])
+    index = spqindex.Index(cb, metric=metric)
+    index.add(x)
+    q = centers[rng.integers(0, 50, 12)] + 0.5 * rng.standard_normal((12, M * dsub)).astype(np.float32)
+    for threads in (1, 2):
+        spqindex.set_num_threads(threads)
+        try:
+            for k in (1, 10, 100):
+                check(index, q, k)
+                check(index, q[:1], k)
+        finally:
+            spqindex.set_num_threads(2)
+
+
 @pytest.mark.parametrize(
     "scale,metrics", [(1e-30, ("l2", "ip")), (1e17, ("l2", "ip")), (1e18, ("l2", "ip")), (1e25, ("l2",))]
 )

@@ -8,7 +8,7 @@
 
 namespace spqindex {
 
-void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
+void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out, double cap) {
   const int K = 1 << nbits;
   out->ok = false;
   std::vector<double> mins(M);
@@ -31,7 +31,8 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
   // byte (sub-quantizers 2p, 2p+1) in uint8 first, so there q[m, k] <= 127.
   const int qmax = std::min(nbits == 4 ? 127 : 255, 65535 / M);
   if (qmax < 1 || !std::isfinite(abs_sum) || abs_sum > 1e37) return;
-  const double a = width > 0 ? qmax / width : 1.0;
+  const double range = std::min(width, cap);
+  const double a = range > 0 ? qmax / range : 1.0;
   double err = 0;
   if (nbits == 4)
     out->table.assign(static_cast<size_t>((M + 1) / 2) * 64, 0);
@@ -39,7 +40,8 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
     out->table.assign(static_cast<size_t>(M) * 256, 0);
   // Any rounding works: the bound uses the error e actually made. Round half up by truncation
   // (inline; nearbyint is a libm call per entry), and dequantize with 1/a: its relative error
-  // (~1e-16) is far inside the 1e-12 margin of the slack below.
+  // (~1e-16) is far inside the 1e-12 margin of the slack below. Entries past the range clip to
+  // qmax (they only lose: no contribution to e).
   const double inv_a = 1.0 / a;
   for (int m = 0; m < M; m++) {
     const float* row = lut + static_cast<size_t>(m) * K;
@@ -51,9 +53,9 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
                                         : static_cast<size_t>(m / 2) * 64 + (m % 2) * 32);
     double e = 0;
     for (int k = 0; k < K; k++) {
-      const double x = (row[k] - lo) * a;  // in [0, qmax] up to rounding: lo is the row's minimum
-      const int v = std::min(static_cast<int>(x + 0.5), qmax);
-      e = std::max(e, std::fabs(row[k] - lo - v * inv_a));
+      const double x = (row[k] - lo) * a;  // >= 0: lo is the row's minimum
+      const int v = x < qmax ? std::min(static_cast<int>(x + 0.5), qmax) : qmax;
+      e = std::max(e, v * inv_a - (row[k] - lo));
       dst[k] = static_cast<uint8_t>(v);
       if (nbits == 4) dst[16 + k] = static_cast<uint8_t>(v);
     }
@@ -63,6 +65,7 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out) {
   // doubled, plus a relative margin for the double arithmetic here and in bound().
   const double u = std::ldexp(1.0, -24);
   out->scale = a;
+  out->range = qmax * inv_a;
   out->base = base;
   out->slack = err * (1 + 1e-9) + 2.0 * (M + 1) * u * abs_sum +
                1e-12 * (abs_sum + std::fabs(base)) +

@@ -3,6 +3,7 @@
 // within the bound.
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "spqindex/scan.h"
@@ -13,6 +14,12 @@ namespace spqindex {
 namespace {
 
 constexpr size_t kChunkBytes = 256 * 1024;  // code blocks kept in L2 across the queries
+// A query's LUT is quantized again with a cap (fastscan.h quantize_lut) once its threshold is
+// within kRefineRatio of the current range above base: every entry of a top-k code lies within
+// (threshold - base) of its sub-space minimum, so that is the span worth resolving. Caps below
+// kMinCap of the full range are not taken (the float-sum term of the slack dominates there).
+constexpr double kRefineRatio = 0.5;
+constexpr double kMinCap = 1.0 / 4096;
 
 template <class Heap>
 struct Rescore {
@@ -23,25 +30,37 @@ struct Rescore {
   const uint64_t* allow;  ///< per-block row masks, or nullptr
   const float* luts;
   size_t lut_size;
-  const QuantizedLut* qluts;
+  const QuantizedLut* const* qlut_of;  ///< per query: its current quantized LUT
   Heap* heaps;
   const size_t* query_of;  ///< kernel query slot -> query index
   ScanQuery* slots;
-  std::atomic<float>* shared;  ///< per query, or nullptr
-  struct Shared {              ///< this task's view of `shared`, per query
-    float seen;                ///< last value read (stale is safe: it only prunes less)
-    float published;           ///< last value this task offered
+  SharedPruning* shared;  ///< per query, or nullptr
+  struct Shared {         ///< this task's view of `shared`, per query
+    float seen;           ///< last threshold read (stale is safe: it only prunes less)
+    float published;      ///< last threshold this task offered
     uint32_t calls;
   }* views;
-  float* bound_thr;  ///< per query: the threshold the slot's current bound was computed from
+  float* bound_thr;    ///< per query: the threshold the slot's current bound was computed from
+  const float* floor;  ///< per query: floor_score, or nullptr (no stopping at the floor)
 };
 
-// Lowers shared to v (float compare-and-swap loop).
-inline float share_threshold(std::atomic<float>& shared, float v) {
-  float cur = shared.load(std::memory_order_relaxed);
+// Lowers shared to v (compare-and-swap loop); returns the new value.
+template <class T>
+T lower_shared(std::atomic<T>& shared, T v) {
+  T cur = shared.load(std::memory_order_relaxed);
   while (v < cur && !shared.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
   }
   return std::min(cur, v);
+}
+
+// Whether a heap's query is finished: k rows at the floor score (no code scores lower), all
+// scanned before the rows still to come, which could only tie them with a larger row number.
+template <class Heap>
+bool at_floor(const Heap& heap, float floor) {
+  if constexpr (std::is_same_v<Heap, TopK>)
+    return heap.full() && heap.threshold() <= floor;
+  else
+    return false;  // range search: the threshold is fixed
 }
 
 template <class Heap>
@@ -55,7 +74,13 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   // when this task improved on what it published (each access may be a cross-core miss).
   typename Rescore<Heap>::Shared* view = r.shared ? &r.views[q] : nullptr;
   if (view) {
-    if ((view->calls++ & 15) == 0) view->seen = r.shared[q].load(std::memory_order_relaxed);
+    if ((view->calls++ & 15) == 0) {
+      view->seen = r.shared[q].thr.load(std::memory_order_relaxed);
+      if (r.floor && block >= r.shared[q].stop.load(std::memory_order_relaxed)) {
+        r.slots[slot].bound = -1;  // another task holds k rows at the floor before this block
+        return;
+      }
+    }
     thr = std::min(thr, view->seen);
   }
   const size_t row0 = block * kBlockRows;
@@ -72,14 +97,19 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
       thr = std::min(thr, heap.threshold());
     }
   }
+  if (r.floor && at_floor(heap, r.floor[q])) {
+    if (r.shared) lower_shared(r.shared[q].stop, block + 1);
+    r.slots[slot].bound = -1;  // done: see at_floor
+    return;
+  }
   if (view && heap.full() && heap.threshold() < view->published) {
     view->published = heap.threshold();
-    view->seen = share_threshold(r.shared[q], view->published);
+    view->seen = lower_shared(r.shared[q].thr, view->published);
     thr = std::min(thr, view->seen);
   }
   if (thr != r.bound_thr[q]) {  // most calls push nothing: keep the bound
     r.bound_thr[q] = thr;
-    r.slots[slot].bound = r.qluts[q].bound(thr);
+    r.slots[slot].bound = r.qlut_of[q]->bound(thr);
   }
 }
 
@@ -106,28 +136,77 @@ void float_scan(const float* lut, const CodeLayout& layout, const uint8_t* block
 template <class Heap>
 void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
           const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq, size_t b0,
-          size_t b1, Heap* heaps, std::atomic<float>* shared, const uint64_t* allow) {
+          size_t b1, Heap* heaps, SharedPruning* shared, const uint64_t* allow) {
   b1 = std::min(b1, CodeLayout::nblocks(n));
   if (b0 >= b1) return;
   const size_t lut_size = static_cast<size_t>(layout.M()) << layout.nbits();
+  // Stopping at the floor needs rows in ascending order in the heaps (ids nullptr).
+  const bool floor_stop = !ids && std::is_same_v<Heap, TopK>;
   std::vector<size_t> fast, slow;
   for (size_t q = 0; q < nq; q++) (kernel && qluts && qluts[q].ok ? fast : slow).push_back(q);
+  // fast[i] is the query of kernel slot i; queries whose bound drops below 0 (done) leave
+  // between chunks, so the kernel's query groups stay full.
   std::vector<ScanQuery> slots(fast.size());
-  std::vector<float> bound_thr(nq);
+  std::vector<float> bound_thr(nq), floor(floor_stop ? nq : 0);
   for (size_t i = 0; i < fast.size(); i++) {
-    float thr = heaps[fast[i]].threshold();
-    if (shared) thr = std::min(thr, shared[fast[i]].load(std::memory_order_relaxed));
-    slots[i] = {qluts[fast[i]].kernel_table(), qluts[fast[i]].bound(thr)};
-    bound_thr[fast[i]] = thr;
+    const size_t q = fast[i];
+    float thr = heaps[q].threshold();
+    if (shared) thr = std::min(thr, shared[q].thr.load(std::memory_order_relaxed));
+    slots[i] = {qluts[q].kernel_table(), qluts[q].bound(thr)};
+    bound_thr[q] = thr;
+    if (floor_stop) floor[q] = floor_score(luts + q * lut_size, layout.M(), 1 << layout.nbits());
   }
+  // Finer steps once a threshold is known (refine()); 4-bit tables only (the grouped 8-bit
+  // table derives from the plain one).
+  std::vector<const QuantizedLut*> qlut_of(nq, nullptr);
+  for (size_t q : fast) qlut_of[q] = &qluts[q];
+  std::vector<QuantizedLut> refined;
+  auto refine = [&](size_t i) {
+    const size_t q = fast[i];
+    const QuantizedLut& cur = *qlut_of[q];
+    const double cap = static_cast<double>(bound_thr[q]) - cur.base;
+    if (!(cap < kRefineRatio * cur.range) || !(cap > kMinCap * qluts[q].range)) return;
+    if (refined.empty()) refined.resize(nq);
+    QuantizedLut& next = refined[q];
+    quantize_lut(luts + q * lut_size, layout.M(), layout.nbits(), &next, cap);
+    if (!next.ok) return;
+    qlut_of[q] = &next;
+    slots[i] = {next.table.data(), next.bound(bound_thr[q])};
+  };
+  const bool refining = layout.kind() == CodeLayout::Kind::Fast4;
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<typename Rescore<Heap>::Shared> views(nq,
                                                     typename Rescore<Heap>::Shared{inf, inf, 0});
-  Rescore<Heap> ctx{blocks, &layout, ids,     n,       allow,  luts,         lut_size,
-                    qluts,  heaps,   nullptr, nullptr, shared, views.data(), bound_thr.data()};
+  Rescore<Heap> ctx{blocks,
+                    &layout,
+                    ids,
+                    n,
+                    allow,
+                    luts,
+                    lut_size,
+                    qlut_of.data(),
+                    heaps,
+                    nullptr,
+                    nullptr,
+                    shared,
+                    views.data(),
+                    bound_thr.data(),
+                    floor_stop ? floor.data() : nullptr};
+  // The first chunk is short so that refine() sees a threshold early.
   const size_t chunk = std::max<size_t>(1, kChunkBytes / layout.block_bytes());
-  for (size_t c0 = b0; c0 < b1; c0 += chunk) {
-    const size_t c1 = std::min(b1, c0 + chunk);
+  for (size_t c0 = b0, c1; c0 < b1; c0 = c1) {
+    c1 = std::min(b1, c0 + (c0 == b0 ? std::max<size_t>(1, chunk / 8) : chunk));
+    size_t live = 0;
+    for (size_t i = 0; i < fast.size(); i++) {
+      const bool stopped =
+          floor_stop && shared && c0 >= shared[fast[i]].stop.load(std::memory_order_relaxed);
+      if (slots[i].bound < 0 || stopped) continue;
+      if (refining && c0 != b0) refine(i);
+      fast[live] = fast[i];
+      slots[live++] = slots[i];
+    }
+    fast.resize(live);
+    slots.resize(live);
     for (size_t g = 0; g < fast.size(); g += kMaxScanQueries) {
       const int ng = static_cast<int>(std::min<size_t>(kMaxScanQueries, fast.size() - g));
       ctx.query_of = fast.data() + g;
@@ -144,8 +223,7 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
 
 void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
-               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared,
-               const uint64_t* allow) {
+               size_t b0, size_t b1, TopK* heaps, SharedPruning* shared, const uint64_t* allow) {
   scan(kernel, layout, blocks, n, ids, luts, qluts, nq, b0, b1, heaps, shared, allow);
 }
 

@@ -31,6 +31,17 @@ float adc_score(const float* lut, const uint8_t* code, int M, int nbits) {
   return d;
 }
 
+float floor_score(const float* lut, int M, int K) {
+  float d = 0.f;
+  for (int m = 0; m < M; m++) {
+    const float* row = lut + static_cast<size_t>(m) * K;
+    float lo = row[0];
+    for (int k = 1; k < K; k++) lo = row[k] < lo ? row[k] : lo;
+    d += lo;
+  }
+  return d;
+}
+
 void scan_codes(const float* lut, const uint8_t* codes, const int64_t* ids, size_t begin,
                 size_t end, int M, int nbits, TopK& topk) {
   const size_t cs = (static_cast<size_t>(M) * nbits + 7) / 8;

@@ -81,17 +81,16 @@ SumsKernel select_kernel(const Luts& L, const CodeLayout& layout, const BlockSou
 void scan_blocks(SumsKernel sums, ScanKernel kernel, const CodeLayout& layout,
                  const BlockSource& src, const int64_t* heap_ids, const float* luts,
                  size_t lut_size, const QuantizedLut* ql, size_t nq, size_t b0, size_t b1,
-                 TopK* heaps, std::atomic<float>* shared) {
+                 TopK* heaps, SharedPruning* shared, SelectScratch* scratch) {
   if (!sums) {
     scan_topk(kernel, layout, src.blocks, src.n, heap_ids, luts, ql, nq, b0, b1, heaps, shared,
               src.allow);
     return;
   }
-  SelectScratch scratch;
   for (size_t qi = 0; qi < nq; qi++) {
     if (ql[qi].ok)
       select_topk(sums, layout, src.blocks, src.n, b0, b1, heap_ids, luts + qi * lut_size, ql[qi],
-                  &heaps[qi], &scratch);
+                  &heaps[qi], scratch);
     else  // the float scan
       scan_topk(nullptr, layout, src.blocks, src.n, heap_ids, luts + qi * lut_size, nullptr, 1, b0,
                 b1, &heaps[qi], shared ? shared + qi : nullptr, src.allow);
@@ -135,14 +134,20 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
     // Parallel over query ranges; each range scans the database chunk by chunk.
     const size_t ntasks = std::min(nq, static_cast<size_t>(nthreads) * 2);
     const size_t per = (nq + ntasks - 1) / ntasks;
+    const SumsKernel sums = select_kernel(L, layout, src, k, src.n);
     parallel_for(ntasks, [&](size_t t) {
       const size_t q0 = t * per, q1 = std::min(nq, q0 + per);
       if (q0 >= q1) return;
-      std::vector<TopK> heaps(q1 - q0, TopK(k));
-      scan_blocks(select_kernel(L, layout, src, k, src.n), kernel, layout, src, heap_ids,
-                  luts + q0 * lut_size, lut_size, ql ? ql + q0 : nullptr, q1 - q0, 0, nblocks,
-                  heaps.data(), nullptr);
-      for (size_t qi = q0; qi < q1; qi++) write(heaps[qi - q0], qi);
+      // Large k (selection): one query at a time, its heap written before the next one's.
+      const size_t group = sums ? 1 : q1 - q0;
+      SelectScratch scratch;
+      for (size_t g0 = q0; g0 < q1; g0 += group) {
+        const size_t g1 = std::min(q1, g0 + group);
+        std::vector<TopK> heaps(g1 - g0, TopK(k));
+        scan_blocks(sums, kernel, layout, src, heap_ids, luts + g0 * lut_size, lut_size,
+                    ql ? ql + g0 : nullptr, g1 - g0, 0, nblocks, heaps.data(), nullptr, &scratch);
+        for (size_t qi = g0; qi < g1; qi++) write(heaps[qi - g0], qi);
+      }
     });
     return;
   }
@@ -150,14 +155,14 @@ void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, c
   const size_t ntasks = std::min(nblocks / min_blocks, 4 * static_cast<size_t>(nthreads));
   const size_t per = (nblocks + ntasks - 1) / ntasks;
   std::vector<std::vector<TopK>> partial(ntasks, std::vector<TopK>(nq, TopK(k)));
-  std::unique_ptr<std::atomic<float>[]> shared(new std::atomic<float>[nq]);
-  for (size_t qi = 0; qi < nq; qi++) shared[qi].store(std::numeric_limits<float>::infinity());
+  std::unique_ptr<SharedPruning[]> shared(new SharedPruning[nq]);
   const SumsKernel sums = select_kernel(L, layout, src, k, per * kBlockRows);
   parallel_for(ntasks, [&](size_t t) {
     const size_t b0 = t * per, b1 = std::min(nblocks, b0 + per);
+    SelectScratch scratch;
     if (b0 < b1)
       scan_blocks(sums, kernel, layout, src, heap_ids, luts, lut_size, ql, nq, b0, b1,
-                  partial[t].data(), shared.get());
+                  partial[t].data(), shared.get(), &scratch);
   });
   for (size_t qi = 0; qi < nq; qi++) {
     for (size_t t = 1; t < ntasks; t++) partial[0][qi].merge(partial[t][qi]);

@@ -1,6 +1,8 @@
 #include "spqindex/topk_select.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 
 #include "spqindex/error.h"
 #include "spqindex/scan.h"
@@ -22,6 +24,45 @@ uint32_t max_sum(const QuantizedLut& qlut, int M, int nbits) {
     total += mx;
   }
   return total;
+}
+
+// Scores as uint32 keys in the order of the floats (no NaN reaches here; -0 counts as +0, as
+// float compares do).
+uint32_t ordered(float f) {
+  uint32_t u;
+  f += 0.0f;  // -0 -> +0
+  std::memcpy(&u, &f, sizeof u);
+  return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+float from_ordered(uint32_t u) {
+  u = u & 0x80000000u ? u & 0x7FFFFFFFu : ~u;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Steps 3-4 of topk_select.h over candidates of type Key ordered by `less` (the contract's
+// order): the first `count` rows of `rows` (Q <= qstar) are scored, their k-th best gives the
+// bound, rows with qstar < Q <= bound are added, and the k best are pushed worst first (each
+// push then leaves the heap as it is: write_sorted finds them in order).
+template <class Key, class Collect, class Make, class Less, class Push, class Score>
+void finish_topk(size_t count, uint32_t qstar, const QuantizedLut& qlut, Collect collect,
+                 const uint32_t* rows, size_t k, std::vector<Key>* keys, Make make, Less less,
+                 Push push, Score dis) {
+  std::vector<Key>& cand = *keys;
+  cand.clear();
+  for (size_t i = 0; i < count; i++) cand.push_back(make(rows[i]));
+  // cand.size() >= k: its k-th best score is >= the true k-th score.
+  std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), less);
+  const int32_t bound = qlut.bound(dis(cand[k - 1]));
+  if (bound > static_cast<int32_t>(qstar)) {
+    const size_t more = collect(qstar + 1, static_cast<uint32_t>(bound));
+    for (size_t i = 0; i < more; i++) cand.push_back(make(rows[i]));
+    std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), less);
+  }
+  std::sort(cand.begin(), cand.begin() + k, less);
+  for (size_t i = k; i-- > 0;) push(cand[i]);
 }
 
 }  // namespace
@@ -58,22 +99,42 @@ void select_topk(SumsKernel sums, const CodeLayout& layout, const uint8_t* block
   const uint16_t* qs = q.data();
   std::vector<uint32_t>& rows = scratch->rows;
   rows.resize(n);
+  // Four histograms taken in turn (repeated buckets would chain their increments), summed
+  // bucket by bucket while walking up.
   auto pick_qstar = [&](size_t stride, size_t need) {
     std::vector<uint32_t>& hist = scratch->hist;
-    hist.assign(kBuckets, 0);
+    hist.assign(4 * kBuckets, 0);
     uint32_t* h = hist.data();
-    for (size_t r = 0; r < n; r += stride) h[qs[r] >> shift]++;
+    size_t i = 0;
+    for (size_t r = 0; r < n; r += stride, i++) h[(i & 3) * kBuckets + (qs[r] >> shift)]++;
+    auto count = [&](size_t b) {
+      return h[b] + h[kBuckets + b] + h[2 * kBuckets + b] + h[3 * kBuckets + b];
+    };
     size_t cum = 0, bucket = 0;
-    while (bucket + 1 < kBuckets && cum + h[bucket] < need) cum += h[bucket++];
+    while (bucket + 1 < kBuckets && cum + count(bucket) < need) cum += count(bucket++);
     return static_cast<uint32_t>(((bucket + 1) << shift) - 1);
   };
-  // Branch-free compaction of the rows with lo <= q <= hi into rows[0..count).
+  // Compaction of the rows with lo <= q <= hi into rows[0..count), branch-free per row. Most
+  // rows fail q <= hi: 8 sums at a time are tested in two 64-bit words first (4 lanes each;
+  // with L = hi + 1 <= 2^15 no lane borrows, and a lane's top bit of ((x | H) - L) & H is clear
+  // when x < L, or for x >= 2^15, which the per-row test then rejects).
   auto collect = [&](uint32_t lo, uint32_t hi) {
-    size_t c = 0;
-    for (size_t r = 0; r < n; r++) {
-      rows[c] = static_cast<uint32_t>(r);
-      c += static_cast<uint32_t>(qs[r] - lo) <= hi - lo;
+    size_t c = 0, r = 0;
+    auto take = [&](size_t j) {
+      rows[c] = static_cast<uint32_t>(j);
+      c += static_cast<uint32_t>(qs[j] - lo) <= hi - lo;
+    };
+    if (hi < 0x8000) {
+      const uint64_t H = 0x8000800080008000ull, L = (hi + 1) * 0x0001000100010001ull;
+      for (; r + 8 <= n; r += 8) {
+        uint64_t a, b;
+        std::memcpy(&a, qs + r, sizeof a);
+        std::memcpy(&b, qs + r + 4, sizeof b);
+        if ((((a | H) - L) & ((b | H) - L) & H) == H) continue;
+        for (size_t j = r; j < r + 8; j++) take(j);
+      }
     }
+    for (; r < n; r++) take(r);
     return c;
   };
   const size_t stride = std::min<size_t>(16, std::max<size_t>(1, n / (16 * k)));
@@ -83,21 +144,23 @@ void select_topk(SumsKernel sums, const CodeLayout& layout, const uint8_t* block
     qstar = pick_qstar(1, k);
     count = collect(0, qstar);
   }
-  std::vector<Candidate>& cand = scratch->cand;
-  cand.clear();
-  for (size_t i = 0; i < count; i++) cand.push_back({score(rows[i]), id_of(rows[i])});
-  auto by_contract = [](const Candidate& a, const Candidate& b) {
-    return better(a.dis, a.id, b.dis, b.id);
-  };
-  // cand.size() >= k: its k-th best score is >= the true k-th score.
-  std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), by_contract);
-  const int32_t bound = qlut.bound(cand[k - 1].dis);
-  if (bound > static_cast<int32_t>(qstar)) {
-    const size_t more = collect(qstar + 1, static_cast<uint32_t>(bound));
-    for (size_t i = 0; i < more; i++) cand.push_back({score(rows[i]), id_of(rows[i])});
+  if (!ids && n <= UINT32_MAX) {
+    finish_topk(
+        count, qstar, qlut, collect, rows.data(), k, &scratch->keys,
+        [&](uint32_t r) { return (uint64_t{ordered(score(r))} << 32) | r; },
+        [](uint64_t a, uint64_t b) { return a < b; },
+        [&](uint64_t key) {
+          heap->push(from_ordered(static_cast<uint32_t>(key >> 32)), id_of(key & UINT32_MAX));
+        },
+        [](uint64_t key) { return from_ordered(static_cast<uint32_t>(key >> 32)); });
+  } else {
+    finish_topk(
+        count, qstar, qlut, collect, rows.data(), k, &scratch->cand,
+        [&](uint32_t r) { return Candidate{score(r), id_of(r)}; },
+        [](const Candidate& a, const Candidate& b) { return better(a.dis, a.id, b.dis, b.id); },
+        [&](const Candidate& c) { heap->push(c.dis, c.id); },
+        [](const Candidate& c) { return c.dis; });
   }
-  std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), by_contract);
-  for (size_t i = 0; i < k; i++) heap->push(cand[i].dis, cand[i].id);
 }
 
 }  // namespace spqindex

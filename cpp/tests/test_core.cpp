@@ -371,7 +371,7 @@ void test_grouped_scan8() {
 void test_select_topk_large_k() {
   std::mt19937_64 rng(91);
   for (int nbits : {4, 8})
-    for (int M : {3, 8}) {
+    for (int M : {3, 8, 160}) {  // 160 (8-bit): sums past 2^15
       Codebooks cb0 = make_cb(rng, M, nbits, 2);
       for (float& c : cb0.centroids) c = std::round(c * 2.f) / 2.f;  // many ties
       Codebooks cb(M, cb0.K, 2, cb0.centroids.data());

@@ -3,8 +3,10 @@
 // sequential sum over m), so results equal the exact contract (scan.h) bit for bit.
 //
 // Exactness argument. For query LUT L (M, K) the quantizer picks per-m offsets min_m and one
-// scale a; q[m,k] = round((L[m,k] - min_m) * a) and e_m = max_k |L[m,k] - min_m - q[m,k] / a|.
-// For a code c with quantized sum Q = Σ_m q[m,c_m] (exact in uint16), the real sum R of its LUT
+// scale a; q[m,k] = min(round((L[m,k] - min_m) * a), qmax) and
+// e_m = max_k max(0, q[m,k] / a - (L[m,k] - min_m)), what rounding up added (entries clipped to
+// qmax only lose, which keeps Q a lower bound). For a code c with quantized sum
+// Q = Σ_m q[m,c_m] (exact in uint16), the real sum R of its LUT
 // entries is >= base + Q / a - Σ e_m (base = Σ min_m), and the float32 sequential sum S differs
 // from R by at most γ_M · Σ_m max_k |L[m,k]|. So S >= base + Q/a - slack, and a code can only
 // reach the top-k (S <= the k-th exact score thr, ties by id included) if
@@ -13,6 +15,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace spqindex {
@@ -26,6 +29,7 @@ struct QuantizedLut {
   double scale = 1;  ///< a
   double base = 0;   ///< Σ_m min_m
   double slack = 0;  ///< Σ_m e_m + float32 summation error bound
+  double range = 0;  ///< the LUT span mapped to qmax (qmax / a)
   bool ok = false;   ///< false: LUT not finite or too wide; use the float scan
   /// The kernel's table when it is not `table`: the group minima of the grouped 8-bit kernel
   /// (grouped_scan.h GroupedLut::table); empty otherwise.
@@ -36,8 +40,12 @@ struct QuantizedLut {
   int32_t bound(float thr) const;
 };
 
-/// Quantizes one float LUT (layout (M, K), K = 2^nbits, nbits 4 or 8).
-void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out);
+/// Quantizes one float LUT (layout (M, K), K = 2^nbits, nbits 4 or 8). The scale maps the
+/// widest sub-space's range, or `cap` if smaller, to qmax: entries more than cap above their
+/// sub-space's minimum are clipped. Any cap > 0 is exact; a cap near (k-th score - base), where
+/// every entry of a top-k code lies, gives the finest steps (fewer candidates to rescore).
+void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out,
+                  double cap = std::numeric_limits<double>::infinity());
 
 /// One query of a kernel call. The kernel reads `bound` before each block (sum <= bound is a
 /// candidate; bound < 0 skips the query) and calls the sink, which may lower it.

@@ -11,6 +11,11 @@ namespace spqindex {
 /// This sequential float32 sum is the reference every faster path must reproduce.
 float adc_score(const float* lut, const uint8_t* code, int M, int nbits);
 
+/// The lowest score any code can have: the sequential float32 sum of each sub-space's smallest
+/// LUT entry (rounded addition is monotone in each operand, so no code's adc_score is below it).
+/// lut layout (M, K).
+float floor_score(const float* lut, int M, int K);
+
 /// Scans rows [begin, end) of a packed code array (row stride code_size) against one LUT
 /// (layout (M, K)) and offers (score, ids[row]) to `topk`.
 void scan_codes(const float* lut, const uint8_t* codes, const int64_t* ids, size_t begin,

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "spqindex/code_layout.h"
@@ -41,16 +42,27 @@ struct BlockSource {
 void search_blocks(const Codebooks& cb, Metric metric, const BlockSource& src, const float* q,
                    size_t nq, size_t k, float* D, int64_t* I);
 
+/// What tasks splitting the same queries over the database share, per query.
+struct SharedPruning {
+  /// The lowest k-th score of a full task heap. Each is >= the global k-th score, so it prunes
+  /// every task (rows with a score <= it are still offered: ties by id stay exact).
+  std::atomic<float> thr{std::numeric_limits<float>::infinity()};
+  /// Rows of blocks >= stop cannot enter the top-k: a task held k rows at the floor score
+  /// (scan.h floor_score) before that block, and later rows can only tie them with a larger
+  /// id. Used only when heaps receive rows (ids nullptr).
+  std::atomic<size_t> stop{std::numeric_limits<size_t>::max()};
+};
+
 /// Exact top-k of the rows in blocks [b0, b1) (rows < n) for nq queries, on this thread.
 /// luts: float LUTs (nq, M, K); qluts: their quantized forms or nullptr; kernel: nullptr takes
 /// the float scan for all. heaps (nq) receive ids[row], or rows when ids is nullptr.
 /// allow: per-block row masks (BlockSource::allow) or nullptr.
-/// shared (nq, or nullptr): thresholds shared by tasks splitting the same queries over the
-/// database. Each full heap's k-th score is >= the global k-th score, so their minimum prunes
-/// every task (rows with a score <= it are still offered: ties by id stay exact).
+/// shared (nq, or nullptr): pruning shared by tasks splitting the same queries over the database.
+/// With ids nullptr (rows scanned in ascending order) a query stops once its heap holds k rows at
+/// the floor score: no later row can enter.
 void scan_topk(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, size_t n,
                const int64_t* ids, const float* luts, const QuantizedLut* qluts, size_t nq,
-               size_t b0, size_t b1, TopK* heaps, std::atomic<float>* shared = nullptr,
+               size_t b0, size_t b1, TopK* heaps, SharedPruning* shared = nullptr,
                const uint64_t* allow = nullptr);
 
 /// Range search collector: every row scoring below a fixed threshold (same interface as TopK

@@ -53,10 +53,12 @@ class TopK {
 
   /// Writes the kept pairs best first, padding with (+inf, -1) up to k.
   /// `negate` flips distances back for similarity metrics (padding becomes -inf).
+  /// Pushing worst first (select_topk) leaves the heap sorted worst first: reversed, not sorted.
   void write_sorted(float* dis, int64_t* ids, bool negate) {
-    std::sort(heap_.begin(), heap_.end(), [](const Candidate& a, const Candidate& b) {
-      return better(a.dis, a.id, b.dis, b.id);
-    });
+    if (std::is_sorted(heap_.rbegin(), heap_.rend(), worse_first))
+      std::reverse(heap_.begin(), heap_.end());
+    else
+      std::sort(heap_.begin(), heap_.end(), worse_first);
     const float inf = std::numeric_limits<float>::infinity();
     for (size_t i = 0; i < k_; i++) {
       if (i < heap_.size()) {

@@ -29,6 +29,7 @@ struct SelectScratch {
   std::vector<uint32_t> hist;
   std::vector<uint32_t> rows;
   std::vector<Candidate> cand;
+  std::vector<uint64_t> keys;  ///< (ordered score, row) when heaps take rows
 };
 
 /// Exact top-k of the rows of blocks [b0, b1) (rows < n) of the stored blocks (code_layout.h,
