@@ -1,7 +1,10 @@
 """Search and encode speed of spqindex against FAISS, with the SAME codebooks in both.
 
 Rows: (M=8|16, nbits=4) against faiss IndexPQFastScan, (M=8|16, nbits=8) against faiss IndexPQ.
-Data: clustered float32 (a gaussian mixture), L2 metric, k=10, a fixed number of threads.
+Data: clustered float32 (a gaussian mixture of --clusters centers; 0: one standard gaussian), L2
+metric, k=10, a fixed number of threads. With few clusters many vectors share the query's nearest
+codeword in every sub-space, so a query's top-k often ties at the lowest score any code can reach
+and spqindex stops early (exactly); --clusters 0 shows the speed without that.
 spqindex is exact by contract; "ids==ref" checks our ids against a numpy float32 reference of
 the ADC contract (sequential float32 sum over m) on a subset of queries, and "faiss R@10" is the
 recall@10 of faiss against that same exact ranking.
@@ -9,6 +12,7 @@ recall@10 of faiss against that same exact ranking.
     python bench/compare_faiss.py                 # 1M x 128, nq=1000, 2 threads
     python bench/compare_faiss.py --quick         # small smoke run (CI)
     python bench/compare_faiss.py --level avx2    # both libraries forced to AVX2 (scalar|avx2|avx512)
+    python bench/compare_faiss.py --clusters 0    # unclustered data: codes rarely tie
 
 --level sets spqindex's kernels (spqindex.simd_level) and FAISS_SIMD_LEVEL, which faiss-cpu 1.15
 dynamic-dispatch builds read at import (FAISS_OPT_LEVEL only picks among separately built
@@ -181,6 +185,7 @@ def main() -> None:
     ap.add_argument("--ntrain", type=int, default=20_000)
     ap.add_argument("--train-iters", type=int, default=10)
     ap.add_argument("--rows", default="8x4,16x4,8x8,16x8", help="comma list of MxNBITS")
+    ap.add_argument("--clusters", type=int, default=256, help="gaussian mixture centers (0: one gaussian)")
     ap.add_argument(
         "--level",
         choices=sorted(FAISS_LEVELS),
@@ -206,13 +211,16 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     spqindex.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    x = clustered(args.n + args.nq + args.nlat, args.d, 256, rng)
+    if args.clusters:
+        x = clustered(args.n + args.nq + args.nlat, args.d, args.clusters, rng)
+    else:
+        x = rng.standard_normal((args.n + args.nq + args.nlat, args.d), dtype=np.float32)
     q, x = x[args.n :], x[: args.n]
     xt = x[rng.choice(args.n, size=min(args.ntrain, args.n), replace=False)]
 
     print(
         f"# spqindex {spqindex.__version__} simd={spqindex.simd_level()} vs faiss {faiss.__version__} "
-        f"simd={faiss_level(faiss)}; n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq}; "
+        f"simd={faiss_level(faiss)}; n={args.n} d={args.d} k={args.k} threads={args.threads} nq={args.nq} clusters={args.clusters}; "
         f"{cpu_model()}"
     )
     hdr = (
