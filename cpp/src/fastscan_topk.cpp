@@ -20,6 +20,12 @@ constexpr size_t kChunkBytes = 256 * 1024;  // code blocks kept in L2 across the
 // kMinCap of the full range are not taken (the float-sum term of the slack dominates there).
 constexpr double kRefineRatio = 0.5;
 constexpr double kMinCap = 1.0 / 4096;
+// A query whose kernel bound passed more than kFallbackShare of the rows of the last chunk (a full
+// one, after the short first chunk, so the threshold has settled; at least kFallbackRows rows)
+// continues with the float scan: rescoring most rows after the kernel costs more than scoring
+// every row once (8-bit grouped minima on unclustered data).
+constexpr double kFallbackShare = 0.5;
+constexpr size_t kFallbackRows = 4096;
 
 template <class Heap>
 struct Rescore {
@@ -42,6 +48,7 @@ struct Rescore {
   }* views;
   float* bound_thr;    ///< per query: the threshold the slot's current bound was computed from
   const float* floor;  ///< per query: floor_score, or nullptr (no stopping at the floor)
+  uint64_t* offered;   ///< per query: rows the kernel reported (rescored), for the fallback
 };
 
 // Lowers shared to v (compare-and-swap loop); returns the new value.
@@ -86,6 +93,7 @@ void offer(void* vctx, int slot, size_t block, uint64_t mask) {
   const size_t row0 = block * kBlockRows;
   const uint8_t* blk = r.blocks + block * r.layout->block_bytes();
   if (r.allow) mask &= r.allow[block];
+  r.offered[q] += static_cast<uint64_t>(__builtin_popcountll(mask));
   while (mask) {
     const size_t j = static_cast<size_t>(__builtin_ctzll(mask));
     const size_t row = row0 + j;
@@ -177,6 +185,7 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<typename Rescore<Heap>::Shared> views(nq,
                                                     typename Rescore<Heap>::Shared{inf, inf, 0});
+  std::vector<uint64_t> offered(nq, 0), offered_before(nq, 0);  // total, and at the last chunk
   Rescore<Heap> ctx{blocks,
                     &layout,
                     ids,
@@ -191,9 +200,11 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
                     shared,
                     views.data(),
                     bound_thr.data(),
-                    floor_stop ? floor.data() : nullptr};
+                    floor_stop ? floor.data() : nullptr,
+                    offered.data()};
   // The first chunk is short so that refine() sees a threshold early.
   const size_t chunk = std::max<size_t>(1, kChunkBytes / layout.block_bytes());
+  size_t last_rows = 0;  // rows of the last chunk when it was a full one, else 0
   for (size_t c0 = b0, c1; c0 < b1; c0 = c1) {
     c1 = std::min(b1, c0 + (c0 == b0 ? std::max<size_t>(1, chunk / 8) : chunk));
     size_t live = 0;
@@ -201,6 +212,13 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
       const bool stopped =
           floor_stop && shared && c0 >= shared[fast[i]].stop.load(std::memory_order_relaxed);
       if (slots[i].bound < 0 || stopped) continue;
+      const size_t q = fast[i];
+      const uint64_t recent = offered[q] - offered_before[q];
+      offered_before[q] = offered[q];
+      if (last_rows >= kFallbackRows && recent > kFallbackShare * last_rows) {
+        slow.push_back(q);  // from this chunk on: the float scan (same heap, exact)
+        continue;
+      }
       if (refining && c0 != b0) refine(i);
       fast[live] = fast[i];
       slots[live++] = slots[i];
@@ -216,6 +234,7 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
     }
     for (size_t q : slow)
       float_scan(luts + q * lut_size, layout, blocks, n, ids, allow, c0, c1, heaps[q]);
+    last_rows = c0 == b0 ? 0 : (c1 - c0) * kBlockRows;
   }
 }
 
