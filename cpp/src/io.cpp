@@ -440,7 +440,8 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
   if (mapping) {
     const uint8_t* base = mapping->data();
     std::memcpy(centroids.data(), base + cb_offset, layout.codebooks_bytes);
-    std::memcpy(order.data(), base + layout.order_offset, layout.order_bytes);
+    if (layout.order_bytes)
+      std::memcpy(order.data(), base + layout.order_offset, layout.order_bytes);
     if (verify && xxh64(base, of.bytes - 8) != get_u64(base + of.bytes - 8))
       bad_file(path, "checksum mismatch (corrupted)");
     codes_p = base + layout.codes_offset;
@@ -453,7 +454,7 @@ std::unique_ptr<Index> Index::load(const std::string& path, bool mmap, bool veri
     std::memcpy(centroids.data(), of.prefix + cb_offset, have);
     reader->read(reinterpret_cast<uint8_t*>(centroids.data()) + have,
                  layout.codebooks_bytes - have);
-    reader->read(order.data(), layout.order_bytes);  // v2: the prefix ends at the codebooks
+    if (layout.order_bytes) reader->read(order.data(), layout.order_bytes);  // after the prefix
     reader->skip(layout.codes_offset - std::max(of.prefix_len, cb_end) - layout.order_bytes);
     codes.resize(layout.codes_bytes);
     reader->read(codes.data(), layout.codes_bytes);

@@ -78,6 +78,18 @@ inline uint32_t half_mask8(__m256i s, __m256i bnd8) {
   return static_cast<uint32_t>(_mm256_movemask_epi8(rows));
 }
 
+// The codes of one pair record for both halves: low and high nibbles of rows 0-31 and 32-63.
+struct PairCodes {
+  __m256i lo0, hi0, lo1, hi1;
+};
+
+inline PairCodes pair_codes(const uint8_t* rec, __m256i nib) {
+  const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec));
+  const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + 32));
+  return {_mm256_and_si256(c0, nib), _mm256_and_si256(_mm256_srli_epi16(c0, 4), nib),
+          _mm256_and_si256(c1, nib), _mm256_and_si256(_mm256_srli_epi16(c1, 4), nib)};
+}
+
 // One block in uint8: both halves per pass over the pairs; mask[qi] gets the candidates.
 template <int NQ, int PC>
 inline void block_u8(const uint8_t* blk, int P, const uint8_t* const* lut, const int32_t* bound,
@@ -86,21 +98,16 @@ inline void block_u8(const uint8_t* blk, int P, const uint8_t* const* lut, const
   __m256i s0[NQ], s1[NQ];
   for (int qi = 0; qi < NQ; qi++) s0[qi] = s1[qi] = _mm256_setzero_si256();
   for (int p = 0; p < (PC ? PC : P); p++) {
-    const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64));
-    const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + 32));
-    const __m256i clo0 = _mm256_and_si256(c0, nib);
-    const __m256i chi0 = _mm256_and_si256(_mm256_srli_epi16(c0, 4), nib);
-    const __m256i clo1 = _mm256_and_si256(c1, nib);
-    const __m256i chi1 = _mm256_and_si256(_mm256_srli_epi16(c1, 4), nib);
+    const PairCodes c = pair_codes(blk + p * 64, nib);
     for (int qi = 0; qi < NQ; qi++) {
       const __m256i tl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[qi] + p * 64));
       const __m256i th =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[qi] + p * 64 + 32));
       // Each entry <= 127, so a pair's two entries add without wrapping.
       s0[qi] = _mm256_adds_epu8(
-          s0[qi], _mm256_add_epi8(_mm256_shuffle_epi8(tl, clo0), _mm256_shuffle_epi8(th, chi0)));
+          s0[qi], _mm256_add_epi8(_mm256_shuffle_epi8(tl, c.lo0), _mm256_shuffle_epi8(th, c.hi0)));
       s1[qi] = _mm256_adds_epu8(
-          s1[qi], _mm256_add_epi8(_mm256_shuffle_epi8(tl, clo1), _mm256_shuffle_epi8(th, chi1)));
+          s1[qi], _mm256_add_epi8(_mm256_shuffle_epi8(tl, c.lo1), _mm256_shuffle_epi8(th, c.hi1)));
     }
   }
   for (int qi = 0; qi < NQ; qi++) {
@@ -123,15 +130,10 @@ inline void block_u16_both(const uint8_t* blk, int P, const uint8_t* const* lut,
   for (int qi = 0; qi < NQ; qi++)
     acc0[qi] = acch0[qi] = acc1[qi] = acch1[qi] = _mm256_setzero_si256();
   for (int p = 0; p < (PC ? PC : P); p++) {
-    const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64));
-    const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + p * 64 + 32));
-    const __m256i clo0 = _mm256_and_si256(c0, nib);
-    const __m256i chi0 = _mm256_and_si256(_mm256_srli_epi16(c0, 4), nib);
-    const __m256i clo1 = _mm256_and_si256(c1, nib);
-    const __m256i chi1 = _mm256_and_si256(_mm256_srli_epi16(c1, 4), nib);
+    const PairCodes c = pair_codes(blk + p * 64, nib);
     for (int qi = 0; qi < NQ; qi++) {
-      accumulate(lut[qi] + p * 64, clo0, chi0, &acc0[qi], &acch0[qi]);
-      accumulate(lut[qi] + p * 64, clo1, chi1, &acc1[qi], &acch1[qi]);
+      accumulate(lut[qi] + p * 64, c.lo0, c.hi0, &acc0[qi], &acch0[qi]);
+      accumulate(lut[qi] + p * 64, c.lo1, c.hi1, &acc1[qi], &acch1[qi]);
     }
   }
   for (int qi = 0; qi < NQ; qi++) {
