@@ -60,6 +60,16 @@ def _wait(cond, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
+def _is_dead(ray, actor) -> bool:
+    try:
+        ray.get(actor.hello.remote(), timeout=10)
+    except ray.exceptions.ActorDiedError:
+        return True
+    except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+        pass
+    return False
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
     ray = require_ray()
@@ -205,6 +215,8 @@ def test_a_shard_that_stays_dead_is_never_silently_left_out(two_nodes, tmp_path,
     with ShardedIndex.from_index(index, tmp_path, num_shards=3, num_cpus=0.1, max_restarts=0, placement=None) as sx:
         dead = sx.shard_info()[1]
         ray.kill(sx.actor(1), no_restart=True)
+        # ray.kill is asynchronous: a search sent right after it can still be served by the actor.
+        _wait(lambda: _is_dead(ray, sx.actor(1)), "the killed actor to be dead", 60)
         with pytest.raises(ShardUnavailableError) as e:
             sx.search(q, 10)
         assert e.value.missing == [1]
