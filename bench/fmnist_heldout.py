@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop-scale", type=float, default=0.8, help="smallest RandomResizedCrop area")
     p.add_argument("--seed", type=int, default=0, help="SPQConfig.seed (the split stays fixed)")
+    p.add_argument("--backbone", default="cnn28", choices=["cnn28", "cnn28_deep"])
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out")
@@ -83,7 +84,7 @@ def main() -> None:
         tau_q=args.tau_q,
         normalize_subspaces=args.normalize_subspaces,
     )
-    model = SPQModel(cfg, "cnn28")
+    model = SPQModel(cfg, args.backbone)
 
     def evaluate(epoch: int, model: SPQModel):
         if epoch % args.step and epoch != args.epochs:

@@ -160,7 +160,8 @@ void scan(ScanKernel kernel, const CodeLayout& layout, const uint8_t* blocks, si
     const size_t q = fast[i];
     float thr = heaps[q].threshold();
     if (shared) thr = std::min(thr, shared[q].thr.load(std::memory_order_relaxed));
-    slots[i] = {qluts[q].kernel_table(), qluts[q].bound(thr)};
+    const QuantizedLut& ql = qluts[q];
+    slots[i] = {ql.kernel_table(), ql.bound(thr), ql.grouped.empty() ? nullptr : ql.table.data()};
     bound_thr[q] = thr;
     if (floor_stop) floor[q] = floor_score(luts + q * lut_size, layout.M(), 1 << layout.nbits());
   }

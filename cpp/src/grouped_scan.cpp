@@ -75,6 +75,16 @@ void scan8_grouped_ref(const ScanArgs& a) {
           sum += a.queries[qi].qlut[m * 32 + (blk[static_cast<size_t>(m) * 64 + pos] >> 4)];
         if (static_cast<int32_t>(sum & 0xFFFF) <= bound) mask |= uint64_t{1} << j;
       }
+      const uint8_t* exact = a.queries[qi].exact;
+      if (exact && __builtin_popcountll(mask) >= kRefineRows) {
+        for (int j = 0; j < 64; j++) {
+          const size_t pos = j < 32 ? 2 * j : 2 * (j - 32) + 1;
+          uint32_t sum = 0;
+          for (int m = 0; m < a.M; m++)
+            sum += exact[static_cast<size_t>(m) * 256 + blk[static_cast<size_t>(m) * 64 + pos]];
+          if (static_cast<int32_t>(sum & 0xFFFF) > bound) mask &= ~(uint64_t{1} << j);
+        }
+      }
       if (mask) a.sink(a.ctx, qi, b, mask);
     }
   }

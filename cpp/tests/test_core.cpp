@@ -328,10 +328,12 @@ void test_grouped_scan8() {
       if (simd_level_supported(static_cast<SimdLevel>(l)) &&
           kernels_for(static_cast<SimdLevel>(l)).scan8_grouped)
         kernels_to_test.push_back(kernels_for(static_cast<SimdLevel>(l)).scan8_grouped);
-    auto run_kernel = [&](ScanKernel kern, const std::vector<int32_t>& bounds) {
+    // refine: also pass the full tables (ScanQuery::exact), which may only drop candidates.
+    auto run_kernel = [&](ScanKernel kern, const std::vector<int32_t>& bounds, bool refine) {
       MaskLog log{std::vector<uint64_t>(nq * packed.nblocks, 0), packed.nblocks};
       std::vector<ScanQuery> sq(nq);
-      for (int qi = 0; qi < nq; qi++) sq[qi] = {gl[qi].table.data(), bounds[qi]};
+      for (int qi = 0; qi < nq; qi++)
+        sq[qi] = {gl[qi].table.data(), bounds[qi], refine ? ql[qi].table.data() : nullptr};
       kern(ScanArgs{packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, nq,
                     sq.data(), log_mask, &log});
       return log.masks;
@@ -348,17 +350,43 @@ void test_grouped_scan8() {
         top[qi].assign(order.begin(), order.begin() + k);
         bounds[qi] = ql[qi].bound(scores[qi][order[k - 1]]);
       }
-      const auto ref = run_kernel(kernels_to_test[0], bounds);
-      for (size_t t = 1; t < kernels_to_test.size(); t++)
-        CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      for (bool refine : {false, true}) {
+        const auto ref = run_kernel(kernels_to_test[0], bounds, refine);
+        for (size_t t = 1; t < kernels_to_test.size(); t++)
+          CHECK(run_kernel(kernels_to_test[t], bounds, refine) == ref);
+        for (int qi = 0; qi < nq; qi++)
+          for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
+      }
+      // Refined masks: the group-bound rows whose exact quantized sum is within the bound, where
+      // a block has at least kRefineRows group-bound rows.
+      const auto coarse = run_kernel(kernels_to_test[0], bounds, false);
+      const auto fine = run_kernel(kernels_to_test[0], bounds, true);
+      size_t dropped = 0;
       for (int qi = 0; qi < nq; qi++)
-        for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
+        for (size_t b = 0; b < packed.nblocks; b++) {
+          const uint64_t c = coarse[qi * packed.nblocks + b], f = fine[qi * packed.nblocks + b];
+          CHECK((f & ~c) == 0);
+          if (__builtin_popcountll(c) < kRefineRows) CHECK(f == c);
+          for (int j = 0; j < 64 && __builtin_popcountll(c) >= kRefineRows; j++) {
+            if (!(c >> j & 1)) continue;
+            uint32_t sum = 0;
+            const size_t r = b * 64 + j;
+            for (int m = 0; m < M; m++)
+              sum += ql[qi].table[m * 256 + (r < n ? internal[r * M + m] : 0)];
+            CHECK(((f >> j) & 1) == (static_cast<int32_t>(sum) <= bounds[qi]));
+          }
+          dropped += static_cast<size_t>(__builtin_popcountll(c & ~f));
+        }
+      if (k == 100) CHECK(dropped > 0);  // the refinement does drop rows here
     }
     for (int32_t b : {-1, 0, 200, 65535}) {  // fixed bounds, padding rows included
       const std::vector<int32_t> bounds(nq, b);
-      const auto ref = run_kernel(kernels_to_test[0], bounds);
-      for (size_t t = 1; t < kernels_to_test.size(); t++)
-        CHECK(run_kernel(kernels_to_test[t], bounds) == ref);
+      for (bool refine : {true, false}) {
+        const auto ref = run_kernel(kernels_to_test[0], bounds, refine);
+        for (size_t t = 1; t < kernels_to_test.size(); t++)
+          CHECK(run_kernel(kernels_to_test[t], bounds, refine) == ref);
+      }
+      const auto ref = run_kernel(kernels_to_test[0], bounds, false);
       if (b == 65535) CHECK(ref[0] == ~uint64_t{0});
       if (b < 0) CHECK(ref[0] == 0);
     }

@@ -50,8 +50,11 @@ void quantize_lut(const float* lut, int M, int nbits, QuantizedLut* out,
 /// One query of a kernel call. The kernel reads `bound` before each block (sum <= bound is a
 /// candidate; bound < 0 skips the query) and calls the sink, which may lower it.
 struct ScanQuery {
-  const uint8_t* qlut;  ///< QuantizedLut::table
+  const uint8_t* qlut;  ///< QuantizedLut::kernel_table()
   int32_t bound;
+  /// Grouped 8-bit kernels only (grouped_scan.h): the full (M, 256) table, to drop the candidates
+  /// of a block whose exact quantized sum exceeds the bound; nullptr: group bound only.
+  const uint8_t* exact = nullptr;
 };
 
 /// Receives the candidates of one block for query qi: bit j of mask = row block * 64 + j.

@@ -10,6 +10,13 @@
 // only if Q <= QuantizedLut::bound(thr); so rows with G > bound are safely pruned and every row
 // with G <= bound is offered to the sink (CandidateSink), which rescores it exactly.
 //
+// Refinement. Where a block has at least kRefineRows candidates by G and the query carries its
+// full table (ScanQuery::exact), the kernel also sums Q for the block's 64 rows (AVX2: the
+// 256-entry table as 16 shuffles of 16 entries, merged by the high-nibble bits with four levels of
+// byte blends) and offers only rows with G <= bound and Q <= bound: the sink gets fewer rows to
+// rescore where the group bound is loose (codewords about equally far from the query). Every level
+// gives the same masks.
+//
 // Integration: an 8-bit Index stores internal codes (CodeLayout with these CodeGroups converts
 // at put_row / get_row; files store the internal codes with their order, io.h); the planner
 // (search.cpp) permutes the float LUT's columns to internal order before quantize_lut and, when the
@@ -36,6 +43,10 @@ struct CodeGroups {
 /// median splits along the principal axis of the current set (ties by codeword index) give 16
 /// groups of 16 nearby codewords; within a group, ascending original index.
 CodeGroups group_codewords(const Codebooks& cb);
+
+/// A block's group-bound candidates are refined by exact quantized sums from this many on
+/// (about where one block's exact pass costs what rescoring that many rows in float does).
+constexpr int kRefineRows = 8;
 
 /// The CodeGroups of a stored codeword order (to_internal, layout (M, 256), as files keep it).
 /// Any permutation gives exact results (a group's minimum bounds each member); false when a
