@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--tau-q", type=float, default=5.0)
     p.add_argument("--tau", type=float, default=0.3)
     p.add_argument("--normalize-subspaces", action="store_true", help="SPQConfig(normalize_subspaces=True)")
+    p.add_argument("--queue-size", type=int, default=0, help="SPQConfig.queue_size (negatives from past steps)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -83,6 +84,7 @@ def main() -> None:
         tau=args.tau,
         tau_q=args.tau_q,
         normalize_subspaces=args.normalize_subspaces,
+        queue_size=args.queue_size,
     )
     model = SPQModel(cfg, args.backbone)
 

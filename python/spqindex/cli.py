@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "exported normalised per sub-space (not in the paper; better codes with few codebooks)",
     )
     p.add_argument(
+        "--queue-size",
+        type=_nonneg,
+        default=0,
+        help="past steps' quantized outputs kept as extra negatives of the CQC loss, up to this many "
+        "(not in the paper; default: 0, off)",
+    )
+    p.add_argument(
         "--refine-iters",
         type=_nonneg,
         default=0,

@@ -69,6 +69,7 @@ def train(args) -> int:
         crop_scale=(args.crop_scale, 1.0),
         seed=args.seed,
         normalize_subspaces=args.normalize_subspaces,
+        queue_size=args.queue_size,
     )
     model = SPQModel(cfg, backbone, in_channels=channels)
     t0 = time.perf_counter()

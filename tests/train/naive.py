@@ -20,17 +20,20 @@ def soft_quantize_loop(x, codebooks, tau_q):
     return out
 
 
-def nt_xent_loop(u, v, tau):
-    """NT-Xent as the SPQ reference builds it: 2B samples [u; v], positives at +-B, all others negatives."""
+def nt_xent_loop(u, v, tau, negatives=None):
+    """NT-Xent as the SPQ reference builds it: 2B samples [u; v], positives at +-B, all others negatives;
+    plus the rows of ``negatives`` (a queue) as negatives of every sample."""
     h = np.concatenate([u, v]).astype(np.float64)
+    extra = np.zeros((0, h.shape[1])) if negatives is None else np.asarray(negatives, np.float64)
     n = h.shape[0]
     B = n // 2
     total = 0.0
+    cos = lambda a, b: float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     for i in range(n):
         j = i + B if i < B else i - B
-        cos = lambda a, b: float(h[a] @ h[b] / (np.linalg.norm(h[a]) * np.linalg.norm(h[b])))
-        pos = math.exp(cos(i, j) / tau)
-        denom = sum(math.exp(cos(i, k) / tau) for k in range(n) if k != i)
+        pos = math.exp(cos(h[i], h[j]) / tau)
+        denom = sum(math.exp(cos(h[i], h[k]) / tau) for k in range(n) if k != i)
+        denom += sum(math.exp(cos(h[i], e) / tau) for e in extra)
         total += -math.log(pos / denom)
     return total / n
 

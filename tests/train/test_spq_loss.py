@@ -34,6 +34,42 @@ def test_loss_is_low_for_aligned_views_and_has_gradients():
     assert xa.grad is not None and torch.isfinite(xa.grad).all()
 
 
+def test_extra_negatives_match_the_loop():
+    g = torch.Generator().manual_seed(3)
+    u, v = (torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    neg = torch.randn(7, 6, generator=g, dtype=torch.float64) * 3  # scale: cosine ignores it
+    got = float(nt_xent(u, v, 0.5, negatives=neg))
+    np.testing.assert_allclose(got, nt_xent_loop(u.numpy(), v.numpy(), 0.5, neg.numpy()), rtol=1e-6)
+    assert got > float(nt_xent(u, v, 0.5))  # more negatives, larger loss
+    with pytest.raises(ValueError, match="negatives"):
+        nt_xent(u, v, 0.5, negatives=torch.zeros(3, 5))
+
+
+def test_queue_holds_the_last_quantized_outputs_first_in_first_out():
+    g = torch.Generator().manual_seed(4)
+    steps = [tuple(torch.randn(3, 5, generator=g, dtype=torch.float64) for _ in range(4)) for _ in range(4)]
+    loss = CQCLoss(tau=0.5, queue_size=8)
+    seen = []  # every za, zb so far, oldest first
+    for xa, xb, za, zb in steps:
+        queue = torch.cat(seen)[-8:] if seen else None
+        expect = 0.5 * (
+            nt_xent_loop(xa.numpy(), zb.numpy(), 0.5, None if queue is None else queue.numpy())
+            + nt_xent_loop(xb.numpy(), za.numpy(), 0.5, None if queue is None else queue.numpy())
+        )
+        np.testing.assert_allclose(float(loss(xa, xb, za, zb)), expect, rtol=1e-6)
+        seen += [za, zb]
+        np.testing.assert_allclose(loss.queue.numpy(), torch.cat(seen)[-8:].numpy(), rtol=1e-6)
+    # The queue is the module's extra state: a fresh module loading it continues identically.
+    again = CQCLoss(tau=0.5, queue_size=8)
+    again.load_state_dict(loss.state_dict())
+    xa, xb, za, zb = steps[0]
+    assert float(again(xa, xb, za, zb)) == float(loss(xa, xb, za, zb))
+    with pytest.raises(ValueError, match="queue_size"):
+        CQCLoss(tau=0.5, queue_size=4).load_state_dict(loss.state_dict())
+    with pytest.raises(ValueError, match="queue_size"):
+        CQCLoss(tau=0.5, queue_size=-1)
+
+
 def test_loss_rejects_bad_inputs():
     with pytest.raises(ValueError):
         nt_xent(torch.zeros(4, 3), torch.zeros(5, 3))

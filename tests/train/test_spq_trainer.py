@@ -13,8 +13,8 @@ def tiny_images(n=48, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
 
 
-def tiny_model(perturb=False):
-    model = SPQModel(SPQConfig(bits=16, batch_size=16), "cnn28")
+def tiny_model(perturb=False, queue_size=0):
+    model = SPQModel(SPQConfig(bits=16, batch_size=16, queue_size=queue_size), "cnn28")
     if perturb:  # weights that resume must overwrite
         with torch.no_grad():
             for p in model.parameters():
@@ -22,9 +22,10 @@ def tiny_model(perturb=False):
     return model
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("queue_size", [0, 40])  # 40: the queue of negatives is in the checkpoint too
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, queue_size):
     x = tiny_images()
-    straight = fit(tiny_model(), x, epochs=2, progress=False, record_steps=True)
+    straight = fit(tiny_model(queue_size=queue_size), x, epochs=2, progress=False, record_steps=True)
 
     class Crash(Exception):
         pass
@@ -35,10 +36,23 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(SPQModel, "save", crash)
         with pytest.raises(Crash):
-            fit(tiny_model(), x, epochs=2, checkpoint_dir=tmp_path, progress=False, record_steps=True)
+            fit(
+                tiny_model(queue_size=queue_size),
+                x,
+                epochs=2,
+                checkpoint_dir=tmp_path,
+                progress=False,
+                record_steps=True,
+            )
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = fit(
-        tiny_model(perturb=True), x, epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False, record_steps=True
+        tiny_model(perturb=True, queue_size=queue_size),
+        x,
+        epochs=2,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        progress=False,
+        record_steps=True,
     )
     assert len(resumed) == 2
     assert resumed[0]["step_losses"] == straight[0]["step_losses"]

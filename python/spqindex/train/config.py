@@ -29,6 +29,9 @@ class SPQConfig:
     # Not in the paper: soft-quantize unit-norm sub-vectors with unit-norm codewords, and export features
     # and codebooks normalised per sub-space (docs/training.md, "Normalised sub-spaces").
     normalize_subspaces: bool = False
+    # Not in the paper: past steps' soft-quantized outputs as extra negatives of the CQC loss, up to this many
+    # (loss.CQCLoss; docs/training.md, "A queue of negatives"). 0: off, the paper's loss.
+    queue_size: int = 0
 
     def __post_init__(self) -> None:
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
@@ -50,6 +53,8 @@ class SPQConfig:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if not isinstance(self.normalize_subspaces, bool):
             raise ValueError(f"normalize_subspaces must be a bool, got {self.normalize_subspaces!r}")
+        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 0:
+            raise ValueError(f"queue_size must be an int >= 0, got {self.queue_size!r}")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale!r}")

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 
-def nt_xent(u: torch.Tensor, v: torch.Tensor, tau: float = 0.5, gather_distributed: bool = False) -> torch.Tensor:
+def nt_xent(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    tau: float = 0.5,
+    gather_distributed: bool = False,
+    negatives: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """NT-Xent (SimCLR) loss for positive pairs (u_i, v_i) with cosine similarity and temperature tau.
 
     The 2B samples [u; v] form the batch; each one's positive is its pair, the other 2B - 2 are negatives.
     gather_distributed: under torch.distributed, the columns are every process's [u; v] (2·N·B samples) and the
     rows this process's own 2B, so the mean over processes is the loss of one process holding the
     concatenated batch; gradients reach the gathered features through ``gather_with_grad``.
+    negatives: (Q, D) more negatives for every row (e.g. a queue of past samples; no gradient flows to them).
     """
     if u.shape != v.shape or u.dim() != 2:
         raise ValueError(f"u and v must both be (B, D), got {tuple(u.shape)} and {tuple(v.shape)}")
@@ -25,6 +34,10 @@ def nt_xent(u: torch.Tensor, v: torch.Tensor, tau: float = 0.5, gather_distribut
     if gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         all_u, all_v = torch.cat(gather_with_grad(u)), torch.cat(gather_with_grad(v))
         cols, offset, total = torch.cat([all_u, all_v]), dist.get_rank() * B, all_u.shape[0]
+    if negatives is not None and negatives.shape[0]:
+        if negatives.dim() != 2 or negatives.shape[1] != u.shape[1]:
+            raise ValueError(f"negatives must be (Q, {u.shape[1]}), got {tuple(negatives.shape)}")
+        cols = torch.cat([cols, F.normalize(negatives.detach().float(), dim=1)])  # after the batch: targets stay
     logits = rows @ cols.t() / tau
     own = torch.arange(B, device=u.device) + offset
     self_col = torch.cat([own, own + total])  # row i of [u; v] is column self_col[i]
@@ -40,26 +53,54 @@ def cqc_loss(
     zb: torch.Tensor,
     tau: float = 0.5,
     gather_distributed: bool = False,
+    negatives: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Features of view A against soft-quantized view B, and B against A, averaged.
 
     (The reference code sums the two terms; averaging only halves the gradient scale under Adam.)
+    negatives: extra negatives for both terms (see ``nt_xent``).
     """
-    return 0.5 * (nt_xent(xa, zb, tau, gather_distributed) + nt_xent(xb, za, tau, gather_distributed))
+    return 0.5 * (
+        nt_xent(xa, zb, tau, gather_distributed, negatives) + nt_xent(xb, za, tau, gather_distributed, negatives)
+    )
 
 
 class CQCLoss(nn.Module):
-    """``cqc_loss`` as a module. gather_distributed=True: negatives from every DDP process (global batch)."""
+    """``cqc_loss`` as a module. gather_distributed=True: negatives from every DDP process (global batch).
 
-    def __init__(self, tau: float = 0.5, gather_distributed: bool = False):
+    queue_size > 0 (not in SPQ; docs/training.md): the soft-quantized outputs of both views of the last steps,
+    up to ``queue_size`` of them (first in, first out, detached), are extra negatives for every sample. Each
+    process keeps its own queue. The queue is part of ``state_dict`` (extra state), so a checkpoint holds it.
+    """
+
+    def __init__(self, tau: float = 0.5, gather_distributed: bool = False, queue_size: int = 0):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
+            raise ValueError(f"queue_size must be an int >= 0, got {queue_size!r}")
         self.tau = float(tau)
         self.gather_distributed = bool(gather_distributed)
+        self.queue_size = queue_size
+        self.queue = torch.empty(0)  # (filled, D), newest last
 
     def forward(self, xa, xb, za, zb):
-        return cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed)
+        if not self.queue_size:
+            return cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed)
+        queue = self.queue.to(za.device) if self.queue.shape[0] else None
+        loss = cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed, queue)
+        fresh = torch.cat([za, zb]).detach().float()
+        self.queue = (torch.cat([queue, fresh]) if queue is not None else fresh)[-self.queue_size :]
+        return loss
+
+    def get_extra_state(self):
+        return {"queue": self.queue.detach().cpu()}
+
+    def set_extra_state(self, state):
+        queue = state["queue"]
+        if queue.shape[0] > self.queue_size:
+            raise ValueError(f"a queue of {queue.shape[0]} does not fit queue_size {self.queue_size}")
+        self.queue = queue
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -70,7 +70,7 @@ def fit(
     channels_last = True if channels_last is None else channels_last  # faster on CUDA and on CPU (oneDNN) here
     torch.manual_seed(cfg.seed + rank)
     net = _prepare(model, dev, channels_last, world)
-    criterion = CQCLoss(cfg.tau, gather_distributed=world > 1)  # negatives from the global batch
+    criterion = CQCLoss(cfg.tau, gather_distributed=world > 1, queue_size=cfg.queue_size)  # global batch
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = make_augmentation(image_size(train_images), num_channels(train_images), cfg.crop_scale).to(dev)
     batches = _Batches(len(train_images), cfg, rank, world)
@@ -78,7 +78,7 @@ def fit(
 
     history: List[Dict] = []
     if resume:
-        history = files.load_checkpoint(model, optimizer, dev)
+        history = files.load_checkpoint(model, optimizer, criterion, dev)
     files.start_log(fresh=not history)
 
     for epoch in range(len(history), epochs):
@@ -109,7 +109,7 @@ def fit(
         if rank == 0:
             if progress:
                 print(json.dumps({k: v for k, v in record.items() if k != "step_losses"}), flush=True)
-            files.save_epoch(model, optimizer, history, dev)
+            files.save_epoch(model, optimizer, criterion, history, dev)
     if own_group:
         dist.destroy_process_group()
     return history
@@ -321,8 +321,9 @@ class _RunFiles:
         if checkpoint_dir is not None and rank == 0:
             os.makedirs(checkpoint_dir, exist_ok=True)
 
-    def load_checkpoint(self, model: SPQModel, optimizer, dev) -> List[Dict]:
-        """Restore model, optimizer and RNG state; return the history so far ([] when there is no checkpoint)."""
+    def load_checkpoint(self, model: SPQModel, optimizer, criterion, dev) -> List[Dict]:
+        """Restore model, optimizer, loss (its queue) and RNG state; return the history so far ([] when there is
+        no checkpoint)."""
         if not os.path.exists(self.ckpt):
             return []
         state = torch.load(self.ckpt, map_location=dev, weights_only=True)
@@ -334,6 +335,8 @@ class _RunFiles:
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if "criterion" in state:  # written since the queue of negatives (older checkpoints: no queue)
+            criterion.load_state_dict(state["criterion"])
         torch.set_rng_state(state["rng_cpu"])
         if dev.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], dev)
@@ -346,7 +349,7 @@ class _RunFiles:
         if self.log is not None and self.rank == 0 and fresh:
             open(self.log, "w").close()  # a fresh run starts a fresh log
 
-    def save_epoch(self, model: SPQModel, optimizer, history: List[Dict], dev) -> None:
+    def save_epoch(self, model: SPQModel, optimizer, criterion, history: List[Dict], dev) -> None:
         if self.dir is None:
             return
         state = {
@@ -354,6 +357,7 @@ class _RunFiles:
             "epoch": len(history),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "criterion": criterion.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "history": history,
             "config": model.cfg.to_dict(),
