@@ -58,25 +58,32 @@ def interleaved_latency(ours, theirs, q: np.ndarray, k: int, threads: int, faiss
 
     The queries go in blocks of `block`: each block runs on spqindex, then on faiss with `threads`
     and with 1 thread (faiss does not split one query over threads; its OpenMP start-up can only
-    cost it, so it gets the better of the two). A block's first query finds the caches holding the
-    other library's data ("cold"); the rest find the library's own ("warm", as in a service that
-    answers one query after another). Blocks alternate, so machine load drifts hit both alike.
-    Returns (ours warm, faiss warm, ours cold, faiss cold)."""
+    cost it, so it gets the better of the two), the two faiss runs in turns going first. A
+    library's first query of a block finds the caches holding the other library's data ("cold",
+    counted only for the faiss run that went first); the others find its own ("warm", as in a
+    service that answers one query after another). Blocks alternate, so machine load drifts hit
+    both alike. Returns (ours warm, faiss warm, ours cold, faiss cold)."""
     warm, cold = ([], [], []), ([], [], [])
 
-    def timed(run, qb, lib):
+    def timed(lib, qb, first):
         for j in range(qb.shape[0]):
+            if lib == 2:
+                faiss.omp_set_num_threads(1)
             t0 = time.perf_counter()
-            run(qb[j : j + 1], k)
-            (warm if j else cold)[lib].append((time.perf_counter() - t0) * 1e3)
+            (ours if lib == 0 else theirs)(qb[j : j + 1], k)
+            t = (time.perf_counter() - t0) * 1e3
+            faiss.omp_set_num_threads(threads)
+            if j:
+                warm[lib].append(t)
+            elif first:
+                cold[lib].append(t)
 
-    for b in range(0, q.shape[0], block):
+    for i, b in enumerate(range(0, q.shape[0], block)):
         qb = q[b : b + block]
-        timed(ours, qb, 0)
-        timed(theirs, qb, 1)
-        faiss.omp_set_num_threads(1)
-        timed(theirs, qb, 2)
-        faiss.omp_set_num_threads(threads)
+        timed(0, qb, True)
+        order = (1, 2) if i % 2 == 0 else (2, 1)
+        timed(order[0], qb, True)
+        timed(order[1], qb, False)
     med = statistics.median
     return (
         med(warm[0]),
@@ -211,11 +218,13 @@ def main() -> None:
         help="force both libraries to this SIMD level (default: each picks the best)",
     )
     args = ap.parse_args()
+    if args.lat_block < 2 or args.nlat < 4 * args.lat_block:
+        ap.error("--lat-block must be >= 2 and --nlat at least 4 blocks (cold and warm for each faiss setting)")
     if args.level:
         os.environ["FAISS_SIMD_LEVEL"] = FAISS_LEVELS[args.level]
         _core.set_simd_level(args.level)  # ValueError if this CPU lacks it
     if args.quick:
-        args.n, args.nq, args.nencode, args.ntrain, args.nlat, args.nref = 20_000, 100, 20_000, 10_000, 10, 5
+        args.n, args.nq, args.nencode, args.ntrain, args.nlat, args.nref = 20_000, 100, 20_000, 10_000, 40, 5
         args.repeats = 1
 
     # faiss computes one query's distance table with BLAS sgemm when dsub >= 16; OpenBLAS's own

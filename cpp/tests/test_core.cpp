@@ -338,6 +338,36 @@ void test_grouped_scan8() {
                     sq.data(), log_mask, &log});
       return log.masks;
     };
+    // The exact quantized sum of stored row r (padding rows hold internal code 0).
+    auto exact_sum = [&](int qi, size_t r) {
+      uint32_t sum = 0;
+      for (int m = 0; m < M; m++) sum += ql[qi].table[m * 256 + (r < n ? internal[r * M + m] : 0)];
+      return static_cast<int32_t>(sum);
+    };
+    // Every level gives the scalar masks; refined masks are the group-bound rows whose exact
+    // quantized sum is within the bound, where a block has at least kRefineRows group-bound rows.
+    // Returns the rows the refinement dropped.
+    auto check_refined = [&](const std::vector<int32_t>& bounds) {
+      for (bool refine : {false, true}) {
+        const auto ref = run_kernel(kernels_to_test[0], bounds, refine);
+        for (size_t t = 1; t < kernels_to_test.size(); t++)
+          CHECK(run_kernel(kernels_to_test[t], bounds, refine) == ref);
+      }
+      const auto coarse = run_kernel(kernels_to_test[0], bounds, false);
+      const auto fine = run_kernel(kernels_to_test[0], bounds, true);
+      size_t dropped = 0;
+      for (int qi = 0; qi < nq; qi++)
+        for (size_t b = 0; b < packed.nblocks; b++) {
+          const uint64_t c = coarse[qi * packed.nblocks + b], f = fine[qi * packed.nblocks + b];
+          const bool refined = bounds[qi] >= 0 && __builtin_popcountll(c) >= kRefineRows;
+          for (int j = 0; j < 64; j++) {
+            const bool keep = (c >> j & 1) && (!refined || exact_sum(qi, b * 64 + j) <= bounds[qi]);
+            CHECK(((f >> j) & 1) == keep);
+          }
+          dropped += static_cast<size_t>(__builtin_popcountll(c & ~f));
+        }
+      return dropped;
+    };
     for (size_t k : {size_t(1), size_t(10), size_t(100)}) {
       std::vector<int32_t> bounds(nq);
       std::vector<std::vector<size_t>> top(nq);
@@ -350,42 +380,26 @@ void test_grouped_scan8() {
         top[qi].assign(order.begin(), order.begin() + k);
         bounds[qi] = ql[qi].bound(scores[qi][order[k - 1]]);
       }
-      for (bool refine : {false, true}) {
-        const auto ref = run_kernel(kernels_to_test[0], bounds, refine);
-        for (size_t t = 1; t < kernels_to_test.size(); t++)
-          CHECK(run_kernel(kernels_to_test[t], bounds, refine) == ref);
-        for (int qi = 0; qi < nq; qi++)
-          for (size_t r : top[qi]) CHECK((ref[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
-      }
-      // Refined masks: the group-bound rows whose exact quantized sum is within the bound, where
-      // a block has at least kRefineRows group-bound rows.
-      const auto coarse = run_kernel(kernels_to_test[0], bounds, false);
+      const size_t dropped = check_refined(bounds);
       const auto fine = run_kernel(kernels_to_test[0], bounds, true);
-      size_t dropped = 0;
       for (int qi = 0; qi < nq; qi++)
-        for (size_t b = 0; b < packed.nblocks; b++) {
-          const uint64_t c = coarse[qi * packed.nblocks + b], f = fine[qi * packed.nblocks + b];
-          CHECK((f & ~c) == 0);
-          if (__builtin_popcountll(c) < kRefineRows) CHECK(f == c);
-          for (int j = 0; j < 64 && __builtin_popcountll(c) >= kRefineRows; j++) {
-            if (!(c >> j & 1)) continue;
-            uint32_t sum = 0;
-            const size_t r = b * 64 + j;
-            for (int m = 0; m < M; m++)
-              sum += ql[qi].table[m * 256 + (r < n ? internal[r * M + m] : 0)];
-            CHECK(((f >> j) & 1) == (static_cast<int32_t>(sum) <= bounds[qi]));
-          }
-          dropped += static_cast<size_t>(__builtin_popcountll(c & ~f));
-        }
+        for (size_t r : top[qi]) CHECK((fine[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
       if (k == 100) CHECK(dropped > 0);  // the refinement does drop rows here
+    }
+    for (size_t r :
+         {size_t(3), size_t(64 * 3 + 40), n - 1}) {  // bounds at a row's exact sum and below
+      for (int delta : {0, -1}) {
+        std::vector<int32_t> bounds(nq);
+        for (int qi = 0; qi < nq; qi++) bounds[qi] = exact_sum(qi, r) + delta;
+        check_refined(bounds);
+        const auto fine = run_kernel(kernels_to_test[0], bounds, true);
+        for (int qi = 0; qi < nq; qi++)
+          if (delta == 0) CHECK((fine[qi * packed.nblocks + r / 64] >> (r % 64)) & 1);
+      }
     }
     for (int32_t b : {-1, 0, 200, 65535}) {  // fixed bounds, padding rows included
       const std::vector<int32_t> bounds(nq, b);
-      for (bool refine : {true, false}) {
-        const auto ref = run_kernel(kernels_to_test[0], bounds, refine);
-        for (size_t t = 1; t < kernels_to_test.size(); t++)
-          CHECK(run_kernel(kernels_to_test[t], bounds, refine) == ref);
-      }
+      check_refined(bounds);
       const auto ref = run_kernel(kernels_to_test[0], bounds, false);
       if (b == 65535) CHECK(ref[0] == ~uint64_t{0});
       if (b < 0) CHECK(ref[0] == 0);

@@ -59,6 +59,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, queue_si
     assert resumed[1]["step_losses"] == straight[1]["step_losses"]  # same next-step loss after resume
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2
+    queue = ckpt["criterion"]["_extra_state"]["queue"]
+    assert queue.shape == ((40, 64) if queue_size else (0,))  # fit built its loss with the config's queue
     log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert [r["epoch"] for r in log] == [2]  # the crashed run died before logging epoch 1
     assert SPQModel.load(tmp_path / "model.pt").codebooks().shape == (4, 16, 16)
@@ -154,6 +156,8 @@ def test_resume_accepts_a_checkpoint_from_before_a_config_field(tmp_path):
     fit(tiny_model(), tiny_images(), epochs=1, checkpoint_dir=tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     del state["config"]["normalize_subspaces"]  # as written by an older version
+    del state["config"]["queue_size"]
+    del state["criterion"]  # before the queue of negatives
     torch.save(state, tmp_path / "checkpoint.pt")
     hist = fit(tiny_model(), tiny_images(), epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)
     assert [h["epoch"] for h in hist] == [1, 2]

@@ -98,6 +98,8 @@ class CQCLoss(nn.Module):
 
     def set_extra_state(self, state):
         queue = state["queue"]
+        if queue.dim() != 2 and queue.numel():
+            raise ValueError(f"a queue must be (n, D), got {tuple(queue.shape)}")
         if queue.shape[0] > self.queue_size:
             raise ValueError(f"a queue of {queue.shape[0]} does not fit queue_size {self.queue_size}")
         self.queue = queue

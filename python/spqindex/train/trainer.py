@@ -207,7 +207,7 @@ def training_throughput(cfg: SPQConfig, images, device="auto", steps: int = 3, b
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
         )
-        criterion = CQCLoss(cfg.tau)
+        criterion = CQCLoss(cfg.tau, queue_size=cfg.queue_size)
         for step in range(steps + 1):
             if step == 1:
                 if dev.type == "cuda":
