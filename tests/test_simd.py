@@ -291,7 +291,7 @@ def test_set_simd_level_rejects_unknown():
 
 
 @pytest.mark.parametrize("scale", [1e-20, 1.0, 1e15, 1e19])
-@pytest.mark.parametrize("K,dsub", [(256, 8), (64, 3), (128, 16), (256, 49)])
+@pytest.mark.parametrize("K,dsub", [(256, 8), (64, 3), (128, 16), (256, 49), (256, 2)])
 def test_encode_near_ties(level, scale, K, dsub):
     # Exact ties at distant k (other SIMD lanes and chunks), 1-ulp neighbours, midpoints between
     # codewords; tiny scales (subnormal distances) and huge ones (beyond the FMA bound).

@@ -235,6 +235,9 @@ void nearest_batch(const float* x, size_t n, size_t stride, const float* ct, con
     for (size_t l = 0; l < kLanes; l++) xs[l] = x + (i + (l < nv ? l : nv - 1)) * stride;
     int best[kLanes];
     switch (dsub) {
+      case 2:
+        nearest_lanes<2>(xs, rows, ct, norms, tb, K, dsub, best, approx);
+        break;
       case 4:
         nearest_lanes<4>(xs, rows, ct, norms, tb, K, dsub, best, approx);
         break;

@@ -194,7 +194,7 @@ void test_encode_matches_reference_every_simd_level() {
     set_simd_level(static_cast<SimdLevel>(level));
     std::mt19937_64 rng(2);
     for (int nbits : {1, 3, 4, 8})
-      for (int dsub : {1, 3, 8, 17}) {
+      for (int dsub : {1, 2, 3, 8, 17}) {
         const int M = 5;
         Codebooks cb = make_cb(rng, M, nbits, dsub);
         const size_t n = 300;  // more than one encode block
