@@ -1,10 +1,11 @@
 """Helpers of the Ray tests: whether ray must be present, the environment Ray's workers need, and
 ``local_ray`` (a real local Ray instance with 2 CPUs) that the test modules' ``ray_local`` fixtures
-yield from. No conftest.py here: it would shadow tests/conftest.py's helpers (both import as
+yield from, and ``assert_same`` (a sharded search equals the Index's). No conftest.py here: it would shadow tests/conftest.py's helpers (both import as
 ``conftest``)."""
 
 import os
 
+import numpy as np
 import pytest
 
 import spqindex
@@ -42,3 +43,12 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def assert_same(sx, index, q, k):
+    """The sharded search equals one Index's: ids, distances (bit for bit) and dtypes."""
+    D, I = sx.search(q, k)
+    D0, I0 = index.search(q, k)
+    np.testing.assert_array_equal(I, I0)
+    np.testing.assert_array_equal(D, D0)
+    assert D.dtype == np.float32 and I.dtype == np.int64

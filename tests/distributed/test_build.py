@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import ray_helpers
+from ray_helpers import assert_same
 
 import spqindex
 
@@ -16,13 +17,6 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def ray_local():
     yield from ray_helpers.local_ray()
-
-
-def assert_same(sx, index, q, k):
-    D, I = sx.search(q, k)
-    D0, I0 = index.search(q, k)
-    np.testing.assert_array_equal(I, I0)
-    np.testing.assert_array_equal(D, D0)
 
 
 def test_from_npy_file_and_from_a_multi_block_dataset(ray_local, tmp_path, rng):

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import ray_helpers
+from ray_helpers import assert_same
 
 import spqindex
 
@@ -18,14 +19,6 @@ METRICS = ["l2", "spq", "ip"]
 @pytest.fixture(scope="module")
 def ray_local():
     yield from ray_helpers.local_ray()
-
-
-def assert_same(sx, index, q, k):
-    D, I = sx.search(q, k)
-    D0, I0 = index.search(q, k)
-    np.testing.assert_array_equal(I, I0)
-    np.testing.assert_array_equal(D, D0)
-    assert D.dtype == np.float32 and I.dtype == np.int64
 
 
 def test_from_index_continues_ids_after_removed_last_ids(ray_local, tmp_path, rng):
