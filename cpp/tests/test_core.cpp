@@ -407,6 +407,58 @@ void test_grouped_scan8() {
   }
 }
 
+// The 4-bit fast-scan kernel of every level reports exactly the rows whose quantized sum (the
+// portable sums kernel) is within each query's bound, in uint16 and in the uint8-saturating mode
+// (every live bound < 255), with bounds mixed across the queries of one call.
+void test_scan4_kernels_report_rows_within_bound() {
+  std::mt19937_64 rng(55);
+  for (int M : {1, 3, 8, 16, 25}) {
+    Codebooks cb = make_cb(rng, M, 4, 2);
+    const size_t n = 64 * 9 + 13;
+    auto x = randn(rng, n * cb.dim());
+    std::vector<uint8_t> codes(n * cb.code_size());
+    encode(cb, x.data(), n, codes.data());
+    const StoredBlocks packed(codes.data(), n, M, 4);
+    auto q = randn(rng, cb.dim());
+    std::vector<float> lut(static_cast<size_t>(M) * 16);
+    compute_lut(cb, Metric::L2, q.data(), lut.data());
+    QuantizedLut ql;
+    quantize_lut(lut.data(), M, 4, &ql);
+    CHECK(ql.ok);
+    std::vector<uint16_t> sums(packed.nblocks * 64);
+    sums4_scalar()(packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks,
+                   ql.table.data(), sums.data());
+    const std::vector<std::vector<int32_t>> bound_sets = {{0, 0, 0, 0},
+                                                          {40, 40, 40, 40},
+                                                          {127, 127, 127, 127},
+                                                          {254, 254, 254, 254},
+                                                          {255, 255, 255, 255},
+                                                          {600, 600, 600, 600},
+                                                          {65535, 65535, 65535, 65535},
+                                                          {5, 300, -1, 200},
+                                                          {-1, 100, 254, 3},
+                                                          {-1, -1, -1, -1}};
+    for (int l = 0; l < kNumSimdLevels; l++) {
+      if (!simd_level_supported(static_cast<SimdLevel>(l))) continue;
+      const ScanKernel kern = kernels_for(static_cast<SimdLevel>(l)).scan4;
+      if (!kern) continue;
+      for (const auto& bounds : bound_sets)
+        for (int nq : {1, 4}) {
+          MaskLog log{std::vector<uint64_t>(nq * packed.nblocks, 0), packed.nblocks};
+          std::vector<ScanQuery> sq(nq);
+          for (int qi = 0; qi < nq; qi++) sq[qi] = {ql.table.data(), bounds[qi]};
+          kern(ScanArgs{packed.data.data(), packed.layout.block_bytes(), M, 0, packed.nblocks, nq,
+                        sq.data(), log_mask, &log});
+          for (int qi = 0; qi < nq; qi++)
+            for (size_t r = 0; r < packed.nblocks * 64; r++) {
+              const bool want = bounds[qi] >= 0 && sums[r] <= bounds[qi];
+              CHECK(((log.masks[qi * packed.nblocks + r / 64] >> (r % 64)) & 1) == want);
+            }
+        }
+    }
+  }
+}
+
 // Large-k selection (topk_select.h) against the brute-force scan at every level: 4-bit (odd M)
 // and 8-bit, many ties, k around n, row numbers and shuffled ids; the sums kernels of every
 // level equal the portable ones.
@@ -768,6 +820,7 @@ int main() {
   run("codebooks_validation", test_codebooks_validation);
   run("pack_unpack_all_nbits", test_pack_unpack_all_nbits);
   run("encode_matches_reference_every_simd_level", test_encode_matches_reference_every_simd_level);
+  run("scan4_kernels_report_rows_within_bound", test_scan4_kernels_report_rows_within_bound);
   run("kernel_tables_complete", test_kernel_tables_complete);
   run("search_every_level_bit_identical", test_search_every_level_bit_identical);
   run("grouped_scan8", test_grouped_scan8);
