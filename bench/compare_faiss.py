@@ -75,13 +75,11 @@ def interleaved_latency(ours, theirs, q: np.ndarray, k: int, threads: int, faiss
     warm, cold = ([], [], []), ([], [], [])
 
     def timed(lib, qb, first):
+        faiss.omp_set_num_threads(1 if lib == 2 else threads)
         for j in range(qb.shape[0]):
-            if lib == 2:
-                faiss.omp_set_num_threads(1)
             t0 = time.perf_counter()
             (ours if lib == 0 else theirs)(qb[j : j + 1], k)
             t = (time.perf_counter() - t0) * 1e3
-            faiss.omp_set_num_threads(threads)
             if j:
                 warm[lib].append(t)
             elif first:

@@ -85,12 +85,11 @@ class CQCLoss(nn.Module):
         self.queue = torch.empty(0)  # (filled, D), newest last
 
     def forward(self, xa, xb, za, zb):
-        if not self.queue_size:
-            return cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed)
         queue = self.queue.to(za.device) if self.queue.shape[0] else None
         loss = cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed, queue)
-        fresh = torch.cat([za, zb]).detach().float()
-        self.queue = (torch.cat([queue, fresh]) if queue is not None else fresh)[-self.queue_size :]
+        if self.queue_size:
+            fresh = torch.cat([za, zb]).detach().float()
+            self.queue = (torch.cat([queue, fresh]) if queue is not None else fresh)[-self.queue_size :]
         return loss
 
     def get_extra_state(self):
