@@ -10,7 +10,8 @@ child process so that resident memory is not polluted by earlier steps:
   open ms        Index.load(path, mmap=True, verify=False) of the saved file (goal < 50 ms).
   heap growth    RssAnon growth over the first search of the mapped index (goal < 1 MiB).
   first / warm   first search (nq=1, k=10) of the mapped index, pages in the page cache, vs
-                 the best of the next 5 (goal <= 1.5x). Process start-up (thread pool, SIMD
+                 the best of the next 5 (goal <= 1.5x); "faults": the most page faults taken by a
+                 first search (pages the open did not map). Process start-up (thread pool, SIMD
                  dispatch) is paid beforehand by a search of a small in-memory index.
   Open and search are measured in --repeats fresh processes: best open/first/warm, worst heap;
   "ratio" is the median over the processes of each one's first / its best warm search (the goal
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -111,9 +113,11 @@ def child_open_search(path, M, nbits):
     index = spqindex.Index.load(path, mmap=True, verify=False)
     open_ms = 1e3 * (time.perf_counter() - t0)
     anon1 = status_kib("RssAnon")
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     index.search(q, 10)
     first = time.perf_counter() - t0
+    first_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     anon2 = status_kib("RssAnon")
     warm = []
     for _ in range(5):
@@ -125,6 +129,7 @@ def child_open_search(path, M, nbits):
         "open_heap": (anon1 - anon0) * 1024,
         "search_heap": (anon2 - anon1) * 1024,
         "first_ms": 1e3 * first,
+        "first_faults": first_faults,
         "warm_ms": 1e3 * min(warm),
     }
 
@@ -185,7 +190,7 @@ def main() -> int:
     )
     head = (
         f"{'config':<12}{'code_size':>10}{'spq RSS':>9}{'limit':>8}{'IndexPQ':>9}{'FastScan':>9}"
-        f"{'open ms':>9}{'heap KiB':>9}{'first ms':>9}{'warm ms':>9}{'ratio':>7}{'min/min':>9}  ok"
+        f"{'open ms':>9}{'heap KiB':>9}{'first ms':>9}{'warm ms':>9}{'ratio':>7}{'min/min':>9}{'faults':>8}  ok"
     )
     print(head)
     tmp = tempfile.TemporaryDirectory(dir=args.dir)
@@ -208,6 +213,7 @@ def main() -> int:
             "first_ms": min(r["first_ms"] for r in runs),
             "warm_ms": min(r["warm_ms"] for r in runs),
             "ratio": statistics.median(r["first_ms"] / r["warm_ms"] for r in runs),
+            "first_faults": max(r["first_faults"] for r in runs),
         }
         limit = 1.05 * n * cs + 32 * MiB
         faiss_min = min([r["rss"] for r in (pq, fs) if r] or [float("inf")])
@@ -224,7 +230,7 @@ def main() -> int:
         print(
             f"{f'M={M} {nbits}-bit':<12}{cs:>10}{spq['rss'] / MiB:>9.1f}{limit / MiB:>8.0f}{col(pq)}{col(fs)}"
             f"{op['open_ms']:>9.2f}{op['search_heap'] / 1024:>9.0f}{op['first_ms']:>9.2f}{op['warm_ms']:>9.2f}"
-            f"{ratio:>7.2f}{op['first_ms'] / op['warm_ms']:>9.2f}  {'yes' if ok else 'NO'}"
+            f"{ratio:>7.2f}{op['first_ms'] / op['warm_ms']:>9.2f}{op['first_faults']:>8}  {'yes' if ok else 'NO'}"
         )
         os.unlink(path)
     tmp.cleanup()

@@ -297,13 +297,15 @@ void open_file(const std::string& path, OpenFile* of) {
 void populate(const std::shared_ptr<FileMapping>& m, size_t offset, size_t len) {
   // Maps the pages into the page table ahead of the first search (page faults otherwise land on
   // that search). The cost depends on how the pages sit in the page cache (measured for 80 MB:
-  // 0.5 ms in 2 MiB folios, as a file written by save usually is, 5 ms in 4 KiB pages), so the
-  // opening thread does it for at most kSyncBudget, chunk by chunk, and a background thread does
-  // the rest: opening stays bounded whatever the file size. On a cold page cache this is also the
+  // 0.5 ms in 2 MiB folios, as a file written by save usually is, 5 ms in 4 KiB pages; 160 MB in
+  // 4 KiB pages 12-21 ms), so the opening thread does it for at most kSyncBudget, chunk by chunk,
+  // and a background thread does the rest: opening stays bounded whatever the file size. A search
+  // that runs beside that thread pays for it twice (it shares the cores and faults the pages the
+  // thread has not reached), hence a budget that covers a few hundred MB even in 4 KiB pages. On a cold page cache this is also the
   // read-ahead. Kernels before 5.14 lack the advice: no-op.
 #ifdef __linux__
   constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ
-  constexpr auto kSyncBudget = std::chrono::microseconds(2000);
+  constexpr auto kSyncBudget = std::chrono::milliseconds(20);
   constexpr size_t kChunk = size_t{2} << 20;
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   size_t begin = offset / page * page;
