@@ -301,7 +301,7 @@ void populate(const std::shared_ptr<FileMapping>& m, size_t offset, size_t len) 
   // 4 KiB pages 12-21 ms), so the opening thread does it for at most kSyncBudget, chunk by chunk,
   // and a background thread does the rest: opening stays bounded whatever the file size. A search
   // that runs beside that thread pays for it twice (it shares the cores and faults the pages the
-  // thread has not reached), hence a budget that covers a few hundred MB even in 4 KiB pages. On a
+  // thread has not reached), hence a budget that covers 150-250 MB even in 4 KiB pages. On a
   // cold page cache this is also the read-ahead. Kernels before 5.14 lack the advice: no-op.
 #ifdef __linux__
   constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ
