@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.3)
     p.add_argument("--normalize-subspaces", action="store_true", help="SPQConfig(normalize_subspaces=True)")
     p.add_argument("--queue-size", type=int, default=0, help="SPQConfig.queue_size (negatives from past steps)")
+    p.add_argument("--class-prior", type=float, default=0.0, help="SPQConfig.class_prior (debiased negatives)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -62,6 +63,7 @@ def main() -> None:
     p.add_argument("--backbone", default="cnn28", choices=["cnn28", "cnn28_deep"])
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bf16", action="store_true", help="fit(bf16=True): bfloat16 autocast on the CPU")
     p.add_argument("--out")
     p.add_argument("--table", nargs="+", metavar="OUT", help="print the learning curves of these runs and exit")
     args = p.parse_args()
@@ -85,6 +87,7 @@ def main() -> None:
         tau_q=args.tau_q,
         normalize_subspaces=args.normalize_subspaces,
         queue_size=args.queue_size,
+        class_prior=args.class_prior,
     )
     model = SPQModel(cfg, args.backbone)
 
@@ -119,6 +122,7 @@ def main() -> None:
         resume=True,
         progress=False,
         on_epoch_end=evaluate,
+        bf16=args.bf16 or None,
     )
 
 

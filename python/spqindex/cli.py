@@ -126,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(not in the paper; default: 0, off)",
     )
     p.add_argument(
+        "--class-prior",
+        type=float,
+        default=0.0,
+        help="debiased negatives of the CQC loss: the share of a sample's negatives expected to be of its own "
+        "class, e.g. 0.1 for 10 balanced classes (not in the paper; default: 0, off)",
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast on the CPU too (faster on CPUs with AVX512-BF16 or AMX; always on with CUDA)",
+    )
+    p.add_argument(
         "--refine-iters",
         type=_nonneg,
         default=0,

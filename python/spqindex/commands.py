@@ -70,6 +70,7 @@ def train(args) -> int:
         seed=args.seed,
         normalize_subspaces=args.normalize_subspaces,
         queue_size=args.queue_size,
+        class_prior=args.class_prior,
     )
     model = SPQModel(cfg, backbone, in_channels=channels)
     t0 = time.perf_counter()
@@ -84,6 +85,7 @@ def train(args) -> int:
         eval_every=args.eval_every or args.epochs + 1,
         top_n=args.top_n,
         progress=not args.quiet,
+        bf16=args.bf16 or None,
     )
     last = history[-1] if history else {}
     score = f", mAP@{args.top_n} {last['map']:.4f}" if "map" in last else ""

@@ -20,9 +20,10 @@ def soft_quantize_loop(x, codebooks, tau_q):
     return out
 
 
-def nt_xent_loop(u, v, tau, negatives=None):
+def nt_xent_loop(u, v, tau, negatives=None, class_prior=0.0):
     """NT-Xent as the SPQ reference builds it: 2B samples [u; v], positives at +-B, all others negatives;
-    plus the rows of ``negatives`` (a queue) as negatives of every sample."""
+    plus the rows of ``negatives`` (a queue) as negatives of every sample. class_prior > 0: the negatives' sum
+    debiased as in Chuang et al. 2020 (their DCL code): max((sum - N tau+ pos) / (1 - tau+), N e^(-1/tau))."""
     h = np.concatenate([u, v]).astype(np.float64)
     extra = np.zeros((0, h.shape[1])) if negatives is None else np.asarray(negatives, np.float64)
     n = h.shape[0]
@@ -32,9 +33,13 @@ def nt_xent_loop(u, v, tau, negatives=None):
     for i in range(n):
         j = i + B if i < B else i - B
         pos = math.exp(cos(h[i], h[j]) / tau)
-        denom = sum(math.exp(cos(h[i], h[k]) / tau) for k in range(n) if k != i)
-        denom += sum(math.exp(cos(h[i], e) / tau) for e in extra)
-        total += -math.log(pos / denom)
+        negs = [math.exp(cos(h[i], h[k]) / tau) for k in range(n) if k not in (i, j)]
+        negs += [math.exp(cos(h[i], e) / tau) for e in extra]
+        N = len(negs)
+        ng = sum(negs)
+        if class_prior:
+            ng = max((ng - N * class_prior * pos) / (1 - class_prior), N * math.exp(-1 / tau))
+        total += -math.log(pos / (pos + ng))
     return total / n
 
 

@@ -45,6 +45,23 @@ def test_extra_negatives_match_the_loop():
         nt_xent(u, v, 0.5, negatives=torch.zeros(3, 5))
 
 
+@pytest.mark.parametrize("B,tau,prior", [(4, 0.5, 0.1), (8, 0.3, 0.1), (6, 0.2, 0.5), (3, 1.0, 0.9)])
+def test_debiased_negatives_match_the_loop(B, tau, prior):
+    g = torch.Generator().manual_seed(B)
+    u, v = (torch.randn(B, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    neg = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    for extra in (None, neg):
+        got = float(nt_xent(u, v, tau, negatives=extra, class_prior=prior))
+        want = nt_xent_loop(u.numpy(), v.numpy(), tau, None if extra is None else extra.numpy(), prior)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    # aligned views with the floor active: the estimate never goes below N e^(-1/tau), so the loss stays finite
+    x = torch.nn.functional.normalize(torch.randn(B, 6, generator=g), dim=1).requires_grad_()
+    loss = CQCLoss(tau, class_prior=prior)(x, x, x, x)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert float(CQCLoss(tau, class_prior=prior)(u, v, u, v)) != pytest.approx(float(CQCLoss(tau)(u, v, u, v)))
+
+
 def test_queue_holds_the_last_quantized_outputs_first_in_first_out():
     g = torch.Generator().manual_seed(4)
     steps = [tuple(torch.randn(3, 5, generator=g, dtype=torch.float64) for _ in range(4)) for _ in range(4)]
@@ -71,6 +88,9 @@ def test_queue_holds_the_last_quantized_outputs_first_in_first_out():
 
 
 def test_loss_rejects_bad_inputs():
+    for prior in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="class_prior"):
+            CQCLoss(0.5, class_prior=prior)
     with pytest.raises(ValueError):
         nt_xent(torch.zeros(4, 3), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="tau"):

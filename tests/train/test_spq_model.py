@@ -16,8 +16,9 @@ def test_config_defaults_are_the_papers():
     assert [SPQConfig(bits=b).M for b in (16, 32, 64)] == [4, 8, 16]
     assert SPQConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.normalize_subspaces is False  # not in the paper: opt-in
+    assert cfg.class_prior == 0.0  # not in the paper: opt-in
     old = cfg.to_dict()
-    del old["normalize_subspaces"]  # a config saved before the field existed
+    del old["normalize_subspaces"], old["class_prior"]  # a config saved before the fields existed
     assert SPQConfig.from_dict(old) == cfg
 
 
@@ -30,6 +31,8 @@ def test_config_defaults_are_the_papers():
         ({"lr_schedule": "step"}, "lr_schedule"),
         ({"crop_scale": (0, 1)}, "crop_scale"),
         ({"normalize_subspaces": 1}, "normalize_subspaces"),
+        ({"class_prior": 1.0}, "class_prior"),
+        ({"class_prior": -0.1}, "class_prior"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):

@@ -118,6 +118,17 @@ def test_fit_validates_arguments():
         fit(model, tiny_images(), epochs=1, resume=True)
     with pytest.raises(ValueError, match="2 images"):
         fit(model, tiny_images(1), epochs=1)
+    with pytest.raises(TypeError, match="bf16"):
+        fit(model, tiny_images(), epochs=1, bf16="yes")
+
+
+def test_bf16_on_cpu_trains_in_bfloat16():
+    """bf16=True runs the forward pass under CPU autocast: the same seed gives other (finite) step losses."""
+    plain = fit(tiny_model(), tiny_images(), epochs=1, progress=False, record_steps=True)
+    half = fit(tiny_model(), tiny_images(), epochs=1, progress=False, record_steps=True, bf16=True)
+    assert np.isfinite(half[0]["step_losses"]).all()
+    assert half[0]["step_losses"] != plain[0]["step_losses"]
+    np.testing.assert_allclose(half[0]["step_losses"][0], plain[0]["step_losses"][0], rtol=0.05)
 
 
 def _fashion_or_skip():
@@ -156,7 +167,7 @@ def test_resume_accepts_a_checkpoint_from_before_a_config_field(tmp_path):
     fit(tiny_model(), tiny_images(), epochs=1, checkpoint_dir=tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     del state["config"]["normalize_subspaces"]  # as written by an older version
-    del state["config"]["queue_size"]
+    del state["config"]["queue_size"], state["config"]["class_prior"]
     del state["criterion"]  # before the queue of negatives
     torch.save(state, tmp_path / "checkpoint.pt")
     hist = fit(tiny_model(), tiny_images(), epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)

@@ -32,6 +32,9 @@ class SPQConfig:
     # Not in the paper: past steps' soft-quantized outputs as extra negatives of the CQC loss, up to this many
     # (loss.CQCLoss; docs/training.md, "A queue of negatives"). 0: off, the paper's loss.
     queue_size: int = 0
+    # Not in the paper: debiased contrastive negatives (Chuang et al. 2020), the share of a sample's negatives
+    # expected to be of its own class (0.1 for 10 balanced classes; loss.nt_xent). 0: off, the paper's loss.
+    class_prior: float = 0.0
 
     def __post_init__(self) -> None:
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
@@ -55,6 +58,8 @@ class SPQConfig:
             raise ValueError(f"normalize_subspaces must be a bool, got {self.normalize_subspaces!r}")
         if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 0:
             raise ValueError(f"queue_size must be an int >= 0, got {self.queue_size!r}")
+        if isinstance(self.class_prior, bool) or not 0 <= self.class_prior < 1:
+            raise ValueError(f"class_prior must be a float in [0, 1), got {self.class_prior!r}")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -16,6 +17,7 @@ def nt_xent(
     tau: float = 0.5,
     gather_distributed: bool = False,
     negatives: Optional[torch.Tensor] = None,
+    class_prior: float = 0.0,
 ) -> torch.Tensor:
     """NT-Xent (SimCLR) loss for positive pairs (u_i, v_i) with cosine similarity and temperature tau.
 
@@ -24,6 +26,9 @@ def nt_xent(
     rows this process's own 2B, so the mean over processes is the loss of one process holding the
     concatenated batch; gradients reach the gathered features through ``gather_with_grad``.
     negatives: (Q, D) more negatives for every row (e.g. a queue of past samples; no gradient flows to them).
+    class_prior: tau+ of debiased contrastive learning (Chuang et al. 2020; not in SPQ): the share of negatives
+    expected to be of the row's own class. 0 is plain NT-Xent. Else the N negatives' sum sum_k e^{s_k/tau} is replaced
+    by its debiased estimate max((sum_k e^{s_k/tau} - N tau+ e^{s+/tau}) / (1 - tau+), N e^{-1/tau}).
     """
     if u.shape != v.shape or u.dim() != 2:
         raise ValueError(f"u and v must both be (B, D), got {tuple(u.shape)} and {tuple(v.shape)}")
@@ -41,9 +46,24 @@ def nt_xent(
     logits = rows @ cols.t() / tau
     own = torch.arange(B, device=u.device) + offset
     self_col = torch.cat([own, own + total])  # row i of [u; v] is column self_col[i]
-    logits[torch.arange(2 * B, device=u.device), self_col] = float("-inf")
+    rows_i = torch.arange(2 * B, device=u.device)
+    logits[rows_i, self_col] = float("-inf")
     target = torch.cat([own + total, own])
-    return F.cross_entropy(logits, target)
+    if not class_prior:
+        return F.cross_entropy(logits, target)
+    return _debiased_nt_xent(logits, rows_i, target, tau, class_prior)
+
+
+def _debiased_nt_xent(logits, rows_i, target, tau: float, class_prior: float) -> torch.Tensor:
+    """-log(e^{s+} / (e^{s+} + Ng)) with Ng the debiased negative sum (``nt_xent``), computed with every
+    exponent shifted by -1/tau (cosine <= 1) so nothing overflows."""
+    shifted = logits - 1.0 / tau  # (2B, C) <= 0; self columns -inf
+    pos = shifted[rows_i, target]
+    n_neg = logits.shape[1] - 2  # all columns but self and the positive
+    neg_sum = shifted.exp().sum(1) - pos.exp()
+    floor = n_neg * math.exp(-2.0 / tau)  # N e^{-1/tau}, shifted
+    ng = ((neg_sum - n_neg * class_prior * pos.exp()) / (1.0 - class_prior)).clamp(min=floor)
+    return (torch.logaddexp(pos, ng.log()) - pos).mean()
 
 
 def cqc_loss(
@@ -54,14 +74,16 @@ def cqc_loss(
     tau: float = 0.5,
     gather_distributed: bool = False,
     negatives: Optional[torch.Tensor] = None,
+    class_prior: float = 0.0,
 ) -> torch.Tensor:
     """Features of view A against soft-quantized view B, and B against A, averaged.
 
     (The reference code sums the two terms; averaging only halves the gradient scale under Adam.)
-    negatives: extra negatives for both terms (see ``nt_xent``).
+    negatives: extra negatives for both terms; class_prior: debiased negatives (see ``nt_xent``).
     """
     return 0.5 * (
-        nt_xent(xa, zb, tau, gather_distributed, negatives) + nt_xent(xb, za, tau, gather_distributed, negatives)
+        nt_xent(xa, zb, tau, gather_distributed, negatives, class_prior)
+        + nt_xent(xb, za, tau, gather_distributed, negatives, class_prior)
     )
 
 
@@ -71,22 +93,28 @@ class CQCLoss(nn.Module):
     queue_size > 0 (not in SPQ; docs/training.md): the soft-quantized outputs of both views of the last steps,
     up to ``queue_size`` of them (first in, first out, detached), are extra negatives for every sample. Each
     process keeps its own queue. The queue is part of ``state_dict`` (extra state), so a checkpoint holds it.
+    class_prior > 0 (not in SPQ; docs/training.md): debiased negatives, see ``nt_xent``.
     """
 
-    def __init__(self, tau: float = 0.5, gather_distributed: bool = False, queue_size: int = 0):
+    def __init__(
+        self, tau: float = 0.5, gather_distributed: bool = False, queue_size: int = 0, class_prior: float = 0.0
+    ):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
+        if not 0 <= class_prior < 1:
+            raise ValueError(f"class_prior must be in [0, 1), got {class_prior!r}")
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
             raise ValueError(f"queue_size must be an int >= 0, got {queue_size!r}")
         self.tau = float(tau)
         self.gather_distributed = bool(gather_distributed)
         self.queue_size = queue_size
+        self.class_prior = float(class_prior)
         self.queue = torch.empty(0)  # (filled, D), newest last
 
     def forward(self, xa, xb, za, zb):
         queue = self.queue.to(za.device) if self.queue.shape[0] else None
-        loss = cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed, queue)
+        loss = cqc_loss(xa, xb, za, zb, self.tau, self.gather_distributed, queue, self.class_prior)
         if self.queue_size:
             fresh = torch.cat([za, zb]).detach().float()
             self.queue = (torch.cat([queue, fresh]) if queue is not None else fresh)[-self.queue_size :]

@@ -21,7 +21,7 @@ from .config import SPQConfig
 from .evaluate import retrieval_scores
 from .images import check_images, image_size, num_channels, to_tensor
 from .loss import CQCLoss
-from .model import SPQModel
+from .model import SPQModel, autocast
 
 _CKPT_FORMAT = "spqindex.checkpoint/1"
 
@@ -50,6 +50,7 @@ def fit(
     channels_last: Optional[bool] = None,
     record_steps: bool = False,
     on_epoch_end: Optional[Callable[[int, SPQModel], Optional[Dict]]] = None,
+    bf16: Optional[bool] = None,
 ) -> List[Dict]:
     """Train ``model`` with SPQ on unlabeled ``train_images`` for ``epochs`` epochs; return the history.
 
@@ -59,6 +60,7 @@ def fit(
     record_steps: keep every step's loss in each epoch's record ("step_losses").
     on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch's evaluation (on rank 0 only); a dict
     it returns is merged into that epoch's record (history, log.jsonl). The model is put back in train mode after.
+    bf16: bfloat16 autocast of the forward pass; None: on CUDA, off on CPU (``model.autocast``).
     resume: continue from checkpoint_dir/checkpoint.pt if it exists; training is deterministic on CPU, so a
     resumed run reproduces an uninterrupted one. Under ``torchrun`` each process trains on its shard with
     DistributedDataParallel; rank 0 evaluates and writes files.
@@ -67,10 +69,11 @@ def fit(
     cfg = model.cfg
     rank, world, local_rank, own_group = _distributed()
     dev = _training_device(device, world, local_rank)
+    precision = autocast(dev, bf16)
     channels_last = True if channels_last is None else channels_last  # faster on CUDA and on CPU (oneDNN) here
     torch.manual_seed(cfg.seed + rank)
     net = _prepare(model, dev, channels_last, world)
-    criterion = CQCLoss(cfg.tau, gather_distributed=world > 1, queue_size=cfg.queue_size)  # global batch
+    criterion = CQCLoss(cfg.tau, world > 1, cfg.queue_size, cfg.class_prior)  # global batch
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = make_augmentation(image_size(train_images), num_channels(train_images), cfg.crop_scale).to(dev)
     batches = _Batches(len(train_images), cfg, rank, world)
@@ -94,6 +97,7 @@ def fit(
             dev,
             channels_last,
             progress and rank == 0,
+            precision,
         )
         if not record_steps:
             del record["step_losses"]
@@ -126,9 +130,10 @@ def two_views(augment, images: torch.Tensor, channels_last: bool):
     return view_a, view_b
 
 
-def train_step(net, criterion, optimizer, view_a, view_b, autocast) -> torch.Tensor:
-    """Forward both views, CQC loss, one optimizer step; returns the (detached) loss."""
-    with autocast:
+def train_step(net, criterion, optimizer, view_a, view_b, precision) -> torch.Tensor:
+    """Forward both views (under the ``precision`` autocast context), CQC loss, one optimizer step; returns the
+    (detached) loss."""
+    with precision:
         (xa, za), (xb, zb) = net(view_a, view_b)
     loss = criterion(xa.float(), xb.float(), za, zb)
     optimizer.zero_grad(set_to_none=True)
@@ -138,12 +143,20 @@ def train_step(net, criterion, optimizer, view_a, view_b, autocast) -> torch.Ten
 
 
 def _train_epoch(
-    net, criterion, optimizer, augment, train_images, batches, epoch, epochs, dev, channels_last, show_progress
+    net,
+    criterion,
+    optimizer,
+    augment,
+    train_images,
+    batches,
+    epoch,
+    epochs,
+    dev,
+    channels_last,
+    show_progress,
+    precision,
 ) -> Dict:
     """One pass over this process's shard; returns the epoch's record (loss, lr, speed, step losses)."""
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
     cfg = net_model(net).cfg
     t0, seen, step_losses, lr = time.perf_counter(), 0, [], cfg.lr
     bar = _progress(batches.steps, f"epoch {epoch + 1}/{epochs}", show_progress)
@@ -153,7 +166,7 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         view_a, view_b = two_views(augment, to_tensor(train_images, idx, dev), channels_last)
-        value = float(train_step(net, criterion, optimizer, view_a, view_b, autocast))
+        value = float(train_step(net, criterion, optimizer, view_a, view_b, precision))
         if not math.isfinite(value):
             raise RuntimeError(f"loss became {value} at epoch {epoch + 1} step {step + 1}")
         step_losses.append(value)
@@ -191,7 +204,9 @@ def _epoch_hook(on_epoch_end, epoch: int, model: SPQModel) -> Dict:
     return extra
 
 
-def training_throughput(cfg: SPQConfig, images, device="auto", steps: int = 3, backbone: str = "cnn28") -> float:
+def training_throughput(
+    cfg: SPQConfig, images, device="auto", steps: int = 3, backbone: str = "cnn28", bf16: Optional[bool] = None
+) -> float:
     """Images per second that ``fit`` trains at with ``cfg`` here: a few steps (after one warm-up step) of a
     throwaway model on the first images, through the same view and step functions. Global RNG untouched."""
     check_images(images)
@@ -204,17 +219,14 @@ def training_throughput(cfg: SPQConfig, images, device="auto", steps: int = 3, b
         net = _prepare(model, dev, True, 1)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         augment = make_augmentation(image_size(images), num_channels(images), cfg.crop_scale).to(dev)
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-        )
-        criterion = CQCLoss(cfg.tau, queue_size=cfg.queue_size)
+        criterion = CQCLoss(cfg.tau, queue_size=cfg.queue_size, class_prior=cfg.class_prior)
         for step in range(steps + 1):
             if step == 1:
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 t0 = time.perf_counter()
             view_a, view_b = two_views(augment, to_tensor(images, np.arange(batch), dev), True)
-            train_step(net, criterion, optimizer, view_a, view_b, autocast)
+            train_step(net, criterion, optimizer, view_a, view_b, autocast(dev, bf16))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         return steps * batch / (time.perf_counter() - t0)
