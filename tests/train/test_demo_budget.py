@@ -70,6 +70,7 @@ def test_demo_plans_epochs_and_images_from_its_budget(tmp_path, capsys):
     result = json.loads((out / "results.json").read_text())
     plan, settings = result["plan"], result["settings"]
     assert plan["measured_train_images_per_s"] > 0 and plan["measured_embed_images_per_s"] > 0
+    assert isinstance(plan["cpu_bf16"], bool)  # chosen by measuring both precisions on this CPU
     # 3 s cannot hold more than the 512-image floor at CPU speed: one epoch on 512 images
     assert (settings["epochs"], settings["train_size"]) == (1, 512)
     assert result["database"] == 1000  # the smallest database the plan picks

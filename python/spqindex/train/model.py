@@ -90,7 +90,7 @@ class SPQModel(nn.Module):
             for s in range(0, len(images), batch_size):
                 x = to_tensor(images, slice(s, s + batch_size), device)
                 with autocast(device):
-                    feats = self.head.fc(self.backbone(x)).float()
+                    feats = self.head.project(self.backbone(x))
                 if self.cfg.normalize_subspaces:
                     feats = normalize_subspaces(feats, self.cfg.M)
                 out[s : s + len(x)] = feats.cpu().numpy()

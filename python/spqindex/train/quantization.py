@@ -63,8 +63,14 @@ class QuantizationHead(nn.Module):
         bound = math.sqrt(6.0 / (K + M * dsub))
         self.codebooks = nn.Parameter(torch.empty(M, K, dsub).uniform_(-bound, bound))
 
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """features (n, in_dim) -> x (n, M*dsub) in float32, also under bf16 autocast: the features are what
+        the codebooks quantize and the index stores (a bf16 mantissa has 8 bits)."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.fc(features.float())
+
     def forward(self, features: torch.Tensor):
         """features (n, in_dim) -> (x, z): pre-quantization features and their soft quantization."""
-        x = self.fc(features)
-        z = soft_quantize(x.float(), self.codebooks.float(), self.tau_q, self.normalize)
+        x = self.project(features)
+        z = soft_quantize(x, self.codebooks.float(), self.tau_q, self.normalize)
         return x, z
