@@ -84,20 +84,12 @@ def fit(
         history = files.load_checkpoint(model, optimizer, criterion, dev)
     files.start_log(fresh=not history)
 
+    def views(idx):
+        return two_views(augment, to_tensor(train_images, idx, dev), channels_last)
+
     for epoch in range(len(history), epochs):
         record = _train_epoch(
-            net,
-            criterion,
-            optimizer,
-            augment,
-            train_images,
-            batches,
-            epoch,
-            epochs,
-            dev,
-            channels_last,
-            progress and rank == 0,
-            precision,
+            net, criterion, optimizer, views, batches, epoch, epochs, precision, progress and rank == 0
         )
         if not record_steps:
             del record["step_losses"]
@@ -142,21 +134,9 @@ def train_step(net, criterion, optimizer, view_a, view_b, precision) -> torch.Te
     return loss.detach()
 
 
-def _train_epoch(
-    net,
-    criterion,
-    optimizer,
-    augment,
-    train_images,
-    batches,
-    epoch,
-    epochs,
-    dev,
-    channels_last,
-    show_progress,
-    precision,
-) -> Dict:
-    """One pass over this process's shard; returns the epoch's record (loss, lr, speed, step losses)."""
+def _train_epoch(net, criterion, optimizer, views, batches, epoch, epochs, precision, show_progress) -> Dict:
+    """One pass over this process's shard; returns the epoch's record (loss, lr, speed, step losses).
+    views(idx) -> the two augmented views of those training images on the device."""
     cfg = net_model(net).cfg
     t0, seen, step_losses, lr = time.perf_counter(), 0, [], cfg.lr
     bar = _progress(batches.steps, f"epoch {epoch + 1}/{epochs}", show_progress)
@@ -165,7 +145,7 @@ def _train_epoch(
         lr = _lr_at(cfg, epoch * batches.steps + step, epochs * batches.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        view_a, view_b = two_views(augment, to_tensor(train_images, idx, dev), channels_last)
+        view_a, view_b = views(idx)
         value = float(train_step(net, criterion, optimizer, view_a, view_b, precision))
         if not math.isfinite(value):
             raise RuntimeError(f"loss became {value} at epoch {epoch + 1} step {step + 1}")
