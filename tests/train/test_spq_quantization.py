@@ -97,3 +97,13 @@ def test_normalized_head_model_exports_unit_subvectors(tmp_path):
     from spqindex.pq import unpack_codes
 
     np.testing.assert_array_equal(unpack_codes(index.codes, cfg.M, cfg.nbits), nearest)
+
+
+def test_head_projects_in_float32_under_bf16_autocast():
+    head = QuantizationHead(in_dim=32, M=2, K=4, dsub=8)
+    features = torch.randn(5, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x, z = head(features)
+        bf16_fc = head.fc(features)  # what an autocast Linear gives: bfloat16
+    assert x.dtype == z.dtype == torch.float32 and bf16_fc.dtype == torch.bfloat16
+    torch.testing.assert_close(x, head.fc(features), rtol=0, atol=0)  # exactly the float32 projection

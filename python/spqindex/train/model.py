@@ -172,7 +172,7 @@ def _quantization_mse(x: np.ndarray, codebooks: np.ndarray) -> float:
 
 def autocast(device: torch.device, bf16: Optional[bool] = None):
     """bfloat16 autocast of the forward pass; bf16=None: on CUDA, off on CPU (there it is opt-in: faster where
-    the CPU has AVX512-BF16 or AMX, about 1.6x on Zen 4, but not bit-identical to a float32 run)."""
+    the CPU has AVX512-BF16 or AMX, 1.4-1.6x on one Zen 4 thread, but not bit-identical to a float32 run)."""
     if bf16 is not None and not isinstance(bf16, bool):
         raise TypeError(f"bf16 must be None, True or False, got {bf16!r}")
     if bf16 is None:
