@@ -193,6 +193,7 @@ def training_throughput(
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     dev = resolve_device(device)
+    precision = autocast(dev, bf16)  # built (and checked) once, as in fit
     batch = min(cfg.batch_size, len(images))
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         model = SPQModel(cfg, backbone, in_channels=num_channels(images), pretrained=False)
@@ -206,7 +207,7 @@ def training_throughput(
                     torch.cuda.synchronize(dev)
                 t0 = time.perf_counter()
             view_a, view_b = two_views(augment, to_tensor(images, np.arange(batch), dev), True)
-            train_step(net, criterion, optimizer, view_a, view_b, autocast(dev, bf16))
+            train_step(net, criterion, optimizer, view_a, view_b, precision)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         return steps * batch / (time.perf_counter() - t0)
