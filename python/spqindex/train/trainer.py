@@ -51,6 +51,7 @@ def fit(
     record_steps: bool = False,
     on_epoch_end: Optional[Callable[[int, SPQModel], Optional[Dict]]] = None,
     bf16: Optional[bool] = None,
+    partners: Optional[Callable[[int, np.ndarray], np.ndarray]] = None,
 ) -> List[Dict]:
     """Train ``model`` with SPQ on unlabeled ``train_images`` for ``epochs`` epochs; return the history.
 
@@ -61,6 +62,8 @@ def fit(
     on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch's evaluation (on rank 0 only); a dict
     it returns is merged into that epoch's record (history, log.jsonl). The model is put back in train mode after.
     bf16: bfloat16 autocast of the forward pass; None: on CUDA, off on CPU (``model.autocast``).
+    partners: mined positives (not in the paper): ``partners(epoch, idx)`` returns, for the batch's image ids
+    ``idx``, the ids whose augmentation is each one's view B (``idx`` itself where it has no partner).
     resume: continue from checkpoint_dir/checkpoint.pt if it exists; training is deterministic on CPU, so a
     resumed run reproduces an uninterrupted one. Under ``torchrun`` each process trains on its shard with
     DistributedDataParallel; rank 0 evaluates and writes files.
@@ -84,8 +87,12 @@ def fit(
         history = files.load_checkpoint(model, optimizer, criterion, dev)
     files.start_log(fresh=not history)
 
-    def views(idx):
-        return two_views(augment, to_tensor(train_images, idx, dev), channels_last)
+    def views(epoch, idx):
+        images = to_tensor(train_images, idx, dev)
+        if partners is None:
+            return two_views(augment, images, channels_last)
+        ids_b = _partner_ids(partners, epoch, idx, len(train_images))
+        return two_views(augment, images, channels_last, to_tensor(train_images, ids_b, dev))
 
     for epoch in range(len(history), epochs):
         record = _train_epoch(
@@ -112,10 +119,11 @@ def fit(
 
 
 # --- the steps ---------------------------------------------------------------------------------------------
-def two_views(augment, images: torch.Tensor, channels_last: bool):
-    """Two independent augmentations of the same batch (no gradient through the augmentation)."""
+def two_views(augment, images: torch.Tensor, channels_last: bool, images_b: Optional[torch.Tensor] = None):
+    """Two independent augmentations of the same batch (no gradient through the augmentation); view B from
+    ``images_b`` (row i: image i's positive partner) when given."""
     with torch.no_grad():
-        view_a, view_b = augment(images), augment(images)
+        view_a, view_b = augment(images), augment(images if images_b is None else images_b)
     if channels_last:
         view_a = view_a.contiguous(memory_format=torch.channels_last)
         view_b = view_b.contiguous(memory_format=torch.channels_last)
@@ -136,7 +144,7 @@ def train_step(net, criterion, optimizer, view_a, view_b, precision) -> torch.Te
 
 def _train_epoch(net, criterion, optimizer, views, batches, epoch, epochs, precision, show_progress) -> Dict:
     """One pass over this process's shard; returns the epoch's record (loss, lr, speed, step losses).
-    views(idx) -> the two augmented views of those training images on the device."""
+    views(epoch, idx) -> the two augmented views of those training images on the device."""
     cfg = net_model(net).cfg
     t0, seen, step_losses, lr = time.perf_counter(), 0, [], cfg.lr
     bar = _progress(batches.steps, f"epoch {epoch + 1}/{epochs}", show_progress)
@@ -145,7 +153,7 @@ def _train_epoch(net, criterion, optimizer, views, batches, epoch, epochs, preci
         lr = _lr_at(cfg, epoch * batches.steps + step, epochs * batches.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        view_a, view_b = views(idx)
+        view_a, view_b = views(epoch, idx)
         value = float(train_step(net, criterion, optimizer, view_a, view_b, precision))
         if not math.isfinite(value):
             raise RuntimeError(f"loss became {value} at epoch {epoch + 1} step {step + 1}")
@@ -165,6 +173,13 @@ def _train_epoch(net, criterion, optimizer, views, batches, epoch, epochs, preci
         "images_per_s": round(seen / seconds, 1),
         "step_losses": step_losses,
     }
+
+
+def _partner_ids(partners, epoch: int, idx: np.ndarray, n: int) -> np.ndarray:
+    ids = np.asarray(partners(epoch, idx))
+    if ids.shape != idx.shape or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= n:
+        raise ValueError(f"partners(epoch, idx) must return {idx.shape} integer ids in [0, {n}), got {ids!r:.80}")
+    return ids
 
 
 def _evaluate(model: SPQModel, eval_data, top_n: int) -> Dict:

@@ -1,0 +1,164 @@
+"""Mined positives on Fashion-MNIST's held-out split: train SPQ where view B may come from a "partner" image.
+
+    python bench/fmnist_partners.py --scheme consensus --k 50 --spaces ours,eff,pix --epochs 4 --step 2 \\
+        --init models/fmnist-spq32.pt --out runs/partners/cons50
+
+Groups (``spqindex.train.partners``): ``consensus`` intersects spherical k-means clusterings (--k clusters each)
+of the chosen feature spaces: ``ours`` (the model's own features, re-clustered after every epoch), ``eff`` (frozen
+ImageNet EfficientNet-Lite0 at 64 px, PCA 128) and ``pix`` (raw pixels, PCA 64); ``concat`` clusters their
+concatenation once per epoch. Diagnostics that read the labels (never a method): ``oracle`` groups by class
+(``--noise`` of the partners from a uniformly wrong class), ``oracle-consensus`` by class inside the consensus
+group. Each evaluation row (held-out mAP@1000, as bench/fmnist_heldout.py) also gets the partners' pair purity,
+measured with the labels. ``--init`` fine-tunes a trained model (a fresh cosine schedule from --lr).
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spqindex.train import SPQConfig, SPQModel, fit
+from spqindex.train.partners import GroupPartners, consensus_groups, spherical_kmeans
+from fmnist_heldout import heldout_row, heldout_split  # bench/ is on sys.path when run as a script
+
+
+def pca(x: np.ndarray, d: int) -> np.ndarray:
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x[::5], full_matrices=False)
+    return (x @ vt[:d].T).astype(np.float32)
+
+
+def efficientnet_features(images: np.ndarray, cache: str) -> np.ndarray:
+    """Pooled 1280-d features of frozen ImageNet EfficientNet-Lite0 on the images resized to 64 px (cached)."""
+    if cache and os.path.exists(cache):
+        return np.load(cache)
+    from spqindex.train.backbones import EfficientNetLite0
+
+    net = EfficientNetLite0(1).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), 256):
+            b = torch.from_numpy(images[i : i + 256]).float().div(255).unsqueeze(1)
+            b = F.interpolate(b, size=64, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+            f = net.net.extract_features((b - net.mean) / net.std)
+            out.append(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1).numpy())
+    feats = np.concatenate(out)
+    if cache:
+        np.save(cache, feats)
+    return feats
+
+
+def pair_purity(groups: np.ndarray, labels: np.ndarray) -> tuple:
+    """(chance that another member of an image's group shares its class, mean group size an image sees)."""
+    table = np.zeros((groups.max() + 1, labels.max() + 1))
+    np.add.at(table, (groups, labels), 1)
+    size = table.sum(1)[groups]
+    same = (table[groups, labels] - 1) / np.maximum(size - 1, 1)
+    return float(same[size > 1].mean()), float(size.mean())
+
+
+class Mining:
+    """Recomputes the partner groups from the fixed spaces and (when used) the model's own features."""
+
+    def __init__(self, args, xd, yd):
+        self.args, self.xd, self.yd = args, xd, yd
+        self.spaces = args.spaces.split(",")
+        self.fixed = {}
+        if "eff" in self.spaces:
+            self.fixed["eff"] = pca(efficientnet_features(xd, args.eff_cache), 128)
+        if "pix" in self.spaces:
+            self.fixed["pix"] = pca(xd.reshape(len(xd), -1).astype(np.float32) / 255, 64)
+        self.round = 0
+
+    def groups(self, model) -> np.ndarray:
+        a = self.args
+        if a.scheme == "oracle":
+            rng = np.random.default_rng(a.seed)
+            noisy = self.yd.copy()
+            wrong = rng.random(len(noisy)) < a.noise
+            noisy[wrong] = (noisy[wrong] + rng.integers(1, 10, wrong.sum())) % 10
+            return noisy
+        spaces = dict(self.fixed)
+        if "ours" in self.spaces:
+            spaces["ours"] = model.embed(self.xd)
+        seed = a.seed * 1000 + self.round
+        self.round += 1
+        if a.scheme == "concat":
+            unit = [s / np.linalg.norm(s, axis=1, keepdims=True) for s in spaces.values()]
+            return spherical_kmeans(np.hstack(unit), a.k, seed=seed)
+        groups = consensus_groups([spherical_kmeans(s, a.k, seed=seed + i) for i, s in enumerate(spaces.values())])
+        if a.scheme == "oracle-consensus":
+            groups = groups * 10 + self.yd
+        return groups
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--scheme", default="consensus", choices=["none", "consensus", "concat", "oracle", "oracle-consensus"]
+    )
+    p.add_argument("--spaces", default="ours,eff,pix", help="comma-separated: ours, eff, pix")
+    p.add_argument("--k", type=int, default=50, help="clusters per space")
+    p.add_argument("--p", type=float, default=0.5, help="chance that view B comes from a partner")
+    p.add_argument("--noise", type=float, default=0.0, help="oracle: share of partners from a wrong class")
+    p.add_argument("--init", help="model.pt to fine-tune (else a fresh cnn28)")
+    p.add_argument("--bits", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--step", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eff-cache", default="", help=".npy file for the EfficientNet features of the 50k images")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    xd, yd, xq, yq = heldout_split()
+    cfg = SPQConfig(bits=args.bits, lr=args.lr, batch_size=64, crop_scale=(0.8, 1.0), tau=0.3, seed=args.seed)
+    model = SPQModel(cfg, "cnn28")
+    resumed = os.path.join(args.out, "model.pt")  # mine the first groups from where a resumed run stands
+    init = resumed if os.path.exists(resumed) else args.init
+    if init:
+        trained = SPQModel.load(init)
+        if trained.cfg.bits != args.bits:
+            p.error(f"--init has {trained.cfg.bits} bits, not --bits {args.bits}")
+        model.load_state_dict(trained.state_dict())
+    mining = Mining(args, xd, yd)
+    partners = None
+    if args.scheme != "none":
+        partners = GroupPartners(mining.groups(model), p=args.p, seed=args.seed)
+    start = {"purity": round(pair_purity(partners.groups, yd)[0], 4)} if partners else {}
+    print(json.dumps({"epoch": 0, **start}), flush=True)
+
+    def on_epoch_end(epoch: int, model: SPQModel):
+        row = {}
+        if partners is not None:
+            purity, size = pair_purity(partners.groups, yd)  # of the groups this epoch trained with
+            row.update(purity=round(purity, 4), group_size=round(size))
+            if args.scheme != "oracle":
+                t = time.perf_counter()
+                partners.set_groups(mining.groups(model))
+                row["mining_seconds"] = round(time.perf_counter() - t)
+        if epoch % args.step == 0 or epoch == args.epochs:
+            row.update(heldout_row(model, xd, yd, xq, yq))
+        print(json.dumps({"epoch": epoch, **row}), flush=True)
+        return row
+
+    fit(
+        model,
+        xd,
+        epochs=args.epochs,
+        device="cpu",
+        checkpoint_dir=args.out,
+        resume=True,
+        progress=False,
+        on_epoch_end=on_epoch_end,
+        partners=partners,
+    )
+
+
+if __name__ == "__main__":
+    main()
