@@ -5,7 +5,7 @@
 
 Groups (``spqindex.train.partners``): ``consensus`` intersects spherical k-means clusterings (--k clusters each)
 of the chosen feature spaces: ``ours`` (the model's own features, re-clustered after every epoch), ``eff`` (frozen
-ImageNet EfficientNet-Lite0 at 64 px, PCA 128) and ``pix`` (raw pixels, PCA 64); ``concat`` clusters their
+ImageNet EfficientNet-Lite0 at --eff-size px, PCA 128) and ``pix`` (raw pixels, PCA 64); ``concat`` clusters their
 concatenation once per epoch. Diagnostics that read the labels (never a method): ``oracle`` groups by class
 (``--noise`` of the partners from a uniformly wrong class), ``oracle-consensus`` by class inside the consensus
 group. Each evaluation row (held-out mAP@1000, as bench/fmnist_heldout.py) also gets the partners' pair purity,
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from spqindex.train import SPQConfig, SPQModel, fit
-from spqindex.train.partners import GroupPartners, consensus_groups, spherical_kmeans
+from spqindex.train.partners import GroupPartners, ListPartners, consensus_groups, spherical_kmeans
 from fmnist_heldout import heldout_row, heldout_split  # bench/ is on sys.path when run as a script
 
 
@@ -32,8 +32,8 @@ def pca(x: np.ndarray, d: int) -> np.ndarray:
     return (x @ vt[:d].T).astype(np.float32)
 
 
-def efficientnet_features(images: np.ndarray, cache: str) -> np.ndarray:
-    """Pooled 1280-d features of frozen ImageNet EfficientNet-Lite0 on the images resized to 64 px (cached)."""
+def efficientnet_features(images: np.ndarray, size: int, cache: str) -> np.ndarray:
+    """Pooled 1280-d features of frozen ImageNet EfficientNet-Lite0 on the images resized to ``size`` px (cached)."""
     if cache and os.path.exists(cache):
         return np.load(cache)
     from spqindex.train.backbones import EfficientNetLite0
@@ -43,13 +43,43 @@ def efficientnet_features(images: np.ndarray, cache: str) -> np.ndarray:
     with torch.no_grad():
         for i in range(0, len(images), 256):
             b = torch.from_numpy(images[i : i + 256]).float().div(255).unsqueeze(1)
-            b = F.interpolate(b, size=64, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
             f = net.net.extract_features((b - net.mean) / net.std)
             out.append(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1).numpy())
     feats = np.concatenate(out)
     if cache:
         np.save(cache, feats)
     return feats
+
+
+def knn(x: np.ndarray, k: int, cache: str = "") -> np.ndarray:
+    """(n, k) ids of each row's k nearest other rows by cosine (cached in ``cache`` when given)."""
+    if cache and os.path.exists(cache) and np.load(cache, mmap_mode="r").shape[1] >= k:
+        return np.load(cache)[:, :k]
+    unit = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), dim=1)
+    out = []
+    for i in range(0, len(unit), 2000):
+        sim = unit[i : i + 2000] @ unit.T
+        sim[torch.arange(len(sim)), torch.arange(i, i + len(sim))] = -2.0  # not itself
+        out.append(sim.topk(k, dim=1).indices.numpy().astype(np.int32))
+    ids = np.concatenate(out)
+    if cache:
+        np.save(cache, ids)
+    return ids
+
+
+def cross_space_candidates(near_a: np.ndarray, near_b: np.ndarray, exclude: np.ndarray):
+    """CSR candidate lists: j is a candidate of i when it is among i's nearest in both fixed spaces (``near_a``,
+    ``near_b``) but not among i's nearest in the model's own space (``exclude``): same kind by two other views,
+    not yet near in ours."""
+    n = len(near_a)
+    rows = np.repeat(np.arange(n), near_a.shape[1])
+    keys = rows.astype(np.int64) * n + near_a.reshape(-1)
+    both = np.isin(keys, np.arange(n).repeat(near_b.shape[1]).astype(np.int64) * n + near_b.reshape(-1))
+    if exclude.shape[1]:
+        both &= ~np.isin(keys, np.arange(n).repeat(exclude.shape[1]).astype(np.int64) * n + exclude.reshape(-1))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[both], minlength=n))])
+    return indptr, near_a.reshape(-1)[both]
 
 
 def pair_purity(groups: np.ndarray, labels: np.ndarray) -> tuple:
@@ -69,7 +99,7 @@ class Mining:
         self.spaces = args.spaces.split(",")
         self.fixed = {}
         if "eff" in self.spaces:
-            self.fixed["eff"] = pca(efficientnet_features(xd, args.eff_cache), 128)
+            self.fixed["eff"] = pca(efficientnet_features(xd, args.eff_size, args.eff_cache), 128)
         if "pix" in self.spaces:
             self.fixed["pix"] = pca(xd.reshape(len(xd), -1).astype(np.float32) / 255, 64)
         self.round = 0
@@ -99,8 +129,12 @@ class Mining:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--scheme", default="consensus", choices=["none", "consensus", "concat", "oracle", "oracle-consensus"]
+        "--scheme", default="consensus", choices=["none", "consensus", "concat", "cross", "oracle", "oracle-consensus"]
     )
+    p.add_argument("--k-eff", type=int, default=300, help="cross: nearest in EfficientNet features")
+    p.add_argument("--k-pix", type=int, default=300, help="cross: nearest in pixels")
+    p.add_argument("--exclude-ours", type=int, default=300, help="cross: minus the nearest in our features")
+    p.add_argument("--cache-dir", default="", help="cross: keep the fixed spaces' neighbour lists here")
     p.add_argument("--spaces", default="ours,eff,pix", help="comma-separated: ours, eff, pix")
     p.add_argument("--k", type=int, default=50, help="clusters per space")
     p.add_argument("--p", type=float, default=0.5, help="chance that view B comes from a partner")
@@ -112,6 +146,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eff-size", type=int, default=64, help="image side the EfficientNet sees (resized)")
     p.add_argument("--eff-cache", default="", help=".npy file for the EfficientNet features of the 50k images")
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -128,14 +163,27 @@ def main() -> None:
         model.load_state_dict(trained.state_dict())
     mining = Mining(args, xd, yd)
     partners = None
-    if args.scheme != "none":
+    if args.scheme == "cross":
+        cache = (lambda name: os.path.join(args.cache_dir, name)) if args.cache_dir else (lambda name: "")
+        indptr, indices = cross_space_candidates(
+            knn(mining.fixed["eff"], args.k_eff, cache(f"knn_eff{args.eff_size}.npy")),
+            knn(mining.fixed["pix"], args.k_pix, cache("knn_pix.npy")),
+            knn(model.embed(xd), args.exclude_ours) if args.exclude_ours else np.zeros((len(xd), 0), np.int32),
+        )
+        partners = ListPartners(indptr, indices, p=args.p, seed=args.seed)
+        owner = np.repeat(np.arange(len(xd)), np.diff(indptr))
+        same = np.bincount(owner, weights=yd[indices] == yd[owner], minlength=len(xd)) / np.maximum(np.diff(indptr), 1)
+        start = {"purity": round(float(same[np.diff(indptr) > 0].mean()), 4), "candidates": int(len(indices))}
+    elif args.scheme != "none":
         partners = GroupPartners(mining.groups(model), p=args.p, seed=args.seed)
-    start = {"purity": round(pair_purity(partners.groups, yd)[0], 4)} if partners else {}
+        start = {"purity": round(pair_purity(partners.groups, yd)[0], 4)}
+    else:
+        start = {}
     print(json.dumps({"epoch": 0, **start}), flush=True)
 
     def on_epoch_end(epoch: int, model: SPQModel):
         row = {}
-        if partners is not None:
+        if isinstance(partners, GroupPartners):
             purity, size = pair_purity(partners.groups, yd)  # of the groups this epoch trained with
             row.update(purity=round(purity, 4), group_size=round(size))
             if args.scheme != "oracle":

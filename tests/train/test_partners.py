@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from spqindex.train import SPQConfig, SPQModel, fit
-from spqindex.train.partners import GroupPartners, consensus_groups, spherical_kmeans
+from spqindex.train.partners import GroupPartners, ListPartners, consensus_groups, spherical_kmeans
 
 
 def test_spherical_kmeans_finds_separated_directions():
@@ -81,3 +81,19 @@ def test_fit_rejects_bad_partner_ids(bad):
     x, model = _tiny()
     with pytest.raises(ValueError, match="partners"):
         fit(model(), x, epochs=1, progress=False, partners=bad)
+
+
+def test_list_partners_draw_from_each_images_candidates():
+    indptr = np.array([0, 2, 2, 5])  # image 0: {1, 2}; image 1: none; image 2: {0, 1, 0}
+    indices = np.array([1, 2, 0, 1, 0])
+    partners = ListPartners(indptr, indices, p=1.0, seed=2)
+    idx = np.arange(3)
+    draws = np.stack([partners(e, idx) for e in range(3000)])
+    assert set(draws[:, 0]) == {1, 2} and abs((draws[:, 0] == 1).mean() - 0.5) < 0.04
+    assert np.all(draws[:, 1] == 1)  # no candidates: itself
+    assert abs((draws[:, 2] == 0).mean() - 2 / 3) < 0.04 and set(draws[:, 2]) == {0, 1}
+    assert np.array_equal(ListPartners(indptr, indices, p=0.0)(0, idx), idx)
+    with pytest.raises(ValueError, match="indptr"):
+        ListPartners(np.array([1, 2]), np.array([0]))
+    with pytest.raises(ValueError, match="indices"):
+        ListPartners(indptr, np.array([1, 2, 0, 1, 7]))

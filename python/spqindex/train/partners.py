@@ -72,3 +72,26 @@ class GroupPartners:
         r += r >= self.rank[idx]
         use = (rng.random(len(idx)) < self.p) & (others > 0)
         return np.where(use, self.order[self.start[g] + np.minimum(r, self.size[g] - 1)], idx)
+
+
+class ListPartners:
+    """``partners(epoch, idx)`` for ``fit`` from a candidate list per image (CSR: image i's candidates are
+    ``indices[indptr[i]:indptr[i + 1]]``): with probability ``p`` a uniformly drawn candidate, else the image
+    itself (also when it has none). Draws depend only on (seed, epoch, idx)."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, p: float = 0.5, seed: int = 0):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p!r}")
+        indptr, indices = np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+        if indptr.ndim != 1 or len(indptr) < 2 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+            raise ValueError("indptr must be a non-decreasing 1-d array starting at 0 (CSR row pointers)")
+        if indices.shape != (indptr[-1],) or (len(indices) and (indices.min() < 0 or indices.max() >= len(indptr) - 1)):
+            raise ValueError(f"indices must hold indptr[-1] = {indptr[-1]} image ids in [0, {len(indptr) - 1})")
+        self.indptr, self.indices, self.p, self.seed = indptr, indices, float(p), int(seed)
+
+    def __call__(self, epoch: int, idx: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch, int(idx[0]), int(idx[-1]), len(idx)])
+        count = self.indptr[idx + 1] - self.indptr[idx]
+        r = (rng.random(len(idx)) * count).astype(np.int64)
+        use = (rng.random(len(idx)) < self.p) & (count > 0)
+        return np.where(use, self.indices[np.minimum(self.indptr[idx] + r, max(len(self.indices) - 1, 0))], idx)
