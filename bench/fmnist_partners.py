@@ -68,18 +68,25 @@ def knn(x: np.ndarray, k: int, cache: str = "") -> np.ndarray:
     return ids
 
 
-def cross_space_candidates(near_a: np.ndarray, near_b: np.ndarray, exclude: np.ndarray):
+def _pair_keys(near: np.ndarray) -> np.ndarray:
+    """(n, k) neighbour lists as sorted-comparable keys i * n + j."""
+    n = len(near)
+    return np.arange(n).repeat(near.shape[1]).astype(np.int64) * n + near.reshape(-1)
+
+
+def cross_space_candidates(near_a: np.ndarray, near_b: np.ndarray, within=None, exclude=None):
     """CSR candidate lists: j is a candidate of i when it is among i's nearest in both fixed spaces (``near_a``,
-    ``near_b``) but not among i's nearest in the model's own space (``exclude``): same kind by two other views,
-    not yet near in ours."""
+    ``near_b``: same kind by two other views), and, when given, among i's nearest in the model's own space
+    (``within``) but not among its very nearest there (``exclude``)."""
     n = len(near_a)
-    rows = np.repeat(np.arange(n), near_a.shape[1])
-    keys = rows.astype(np.int64) * n + near_a.reshape(-1)
-    both = np.isin(keys, np.arange(n).repeat(near_b.shape[1]).astype(np.int64) * n + near_b.reshape(-1))
-    if exclude.shape[1]:
-        both &= ~np.isin(keys, np.arange(n).repeat(exclude.shape[1]).astype(np.int64) * n + exclude.reshape(-1))
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[both], minlength=n))])
-    return indptr, near_a.reshape(-1)[both]
+    keys = _pair_keys(near_a)
+    keep = np.isin(keys, _pair_keys(near_b))
+    if within is not None:
+        keep &= np.isin(keys, _pair_keys(within))
+    if exclude is not None:
+        keep &= ~np.isin(keys, _pair_keys(exclude))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(keys[keep] // n, minlength=n))])
+    return indptr, near_a.reshape(-1)[keep]
 
 
 def pair_purity(groups: np.ndarray, labels: np.ndarray) -> tuple:
@@ -133,7 +140,8 @@ def main() -> None:
     )
     p.add_argument("--k-eff", type=int, default=300, help="cross: nearest in EfficientNet features")
     p.add_argument("--k-pix", type=int, default=300, help="cross: nearest in pixels")
-    p.add_argument("--exclude-ours", type=int, default=300, help="cross: minus the nearest in our features")
+    p.add_argument("--exclude-ours", type=int, default=0, help="cross: minus the nearest in our features")
+    p.add_argument("--within-ours", type=int, default=0, help="cross: only among the nearest in our features")
     p.add_argument("--cache-dir", default="", help="cross: keep the fixed spaces' neighbour lists here")
     p.add_argument("--spaces", default="ours,eff,pix", help="comma-separated: ours, eff, pix")
     p.add_argument("--k", type=int, default=50, help="clusters per space")
@@ -165,10 +173,13 @@ def main() -> None:
     partners = None
     if args.scheme == "cross":
         cache = (lambda name: os.path.join(args.cache_dir, name)) if args.cache_dir else (lambda name: "")
+        ours_k = max(args.within_ours, args.exclude_ours)
+        near_ours = knn(model.embed(xd), ours_k) if ours_k else None
         indptr, indices = cross_space_candidates(
             knn(mining.fixed["eff"], args.k_eff, cache(f"knn_eff{args.eff_size}.npy")),
             knn(mining.fixed["pix"], args.k_pix, cache("knn_pix.npy")),
-            knn(model.embed(xd), args.exclude_ours) if args.exclude_ours else np.zeros((len(xd), 0), np.int32),
+            within=near_ours[:, : args.within_ours] if args.within_ours else None,
+            exclude=near_ours[:, : args.exclude_ours] if args.exclude_ours else None,
         )
         partners = ListPartners(indptr, indices, p=args.p, seed=args.seed)
         owner = np.repeat(np.arange(len(xd)), np.diff(indptr))
