@@ -60,6 +60,21 @@ def heldout_row(model, xd, yd, xq, yq) -> dict:
     }
 
 
+def fit_heldout(model, xd, epochs: int, out: str, on_epoch_end, **fit_args):
+    """Train on the split's database images on the CPU, resuming from (and checkpointing to) ``out``."""
+    return fit(
+        model,
+        xd,
+        epochs=epochs,
+        device="cpu",
+        checkpoint_dir=out,
+        resume=True,
+        progress=False,
+        on_epoch_end=on_epoch_end,
+        **fit_args,
+    )
+
+
 def print_table(outs) -> None:
     """One row per evaluated epoch of each run's log.jsonl (held-out mAP@1000, quantization error)."""
     print(f"{'run':<28}{'epoch':>6}{'cosine':>8}{'codes':>8}{'refined':>9}{'err':>8}{'img/s':>7}")
@@ -123,17 +138,7 @@ def main() -> None:
         print(json.dumps({"epoch": epoch, **row}), flush=True)
         return row
 
-    fit(
-        model,
-        xd,
-        epochs=args.epochs,
-        device="cpu",
-        checkpoint_dir=args.out,
-        resume=True,
-        progress=False,
-        on_epoch_end=evaluate,
-        bf16=args.bf16 or None,
-    )
+    fit_heldout(model, xd, args.epochs, args.out, evaluate, bf16=args.bf16 or None)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spqindex.train import SPQConfig, SPQModel, fit
+from spqindex.train import SPQConfig, SPQModel
 from spqindex.train.partners import GroupPartners, ListPartners, consensus_groups, spherical_kmeans
-from fmnist_heldout import heldout_row, heldout_split  # bench/ is on sys.path when run as a script
+from fmnist_heldout import fit_heldout, heldout_row, heldout_split  # bench/ is on sys.path when run as a script
 
 
 def pca(x: np.ndarray, d: int) -> np.ndarray:
@@ -206,17 +206,7 @@ def main() -> None:
         print(json.dumps({"epoch": epoch, **row}), flush=True)
         return row
 
-    fit(
-        model,
-        xd,
-        epochs=args.epochs,
-        device="cpu",
-        checkpoint_dir=args.out,
-        resume=True,
-        progress=False,
-        on_epoch_end=on_epoch_end,
-        partners=partners,
-    )
+    fit_heldout(model, xd, args.epochs, args.out, on_epoch_end, partners=partners)
 
 
 if __name__ == "__main__":
