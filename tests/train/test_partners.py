@@ -97,3 +97,10 @@ def test_list_partners_draw_from_each_images_candidates():
         ListPartners(np.array([1, 2]), np.array([0]))
     with pytest.raises(ValueError, match="indices"):
         ListPartners(indptr, np.array([1, 2, 0, 1, 7]))
+
+
+def test_fit_rejects_a_partners_argument_that_is_not_callable(tmp_path):
+    x, model = _tiny()
+    with pytest.raises(TypeError, match="partners must be callable"):
+        fit(model(), x, epochs=1, progress=False, checkpoint_dir=tmp_path, partners=np.arange(32))
+    assert not (tmp_path / "log.jsonl").exists()  # rejected before any file is written

@@ -2,8 +2,9 @@
 
 SPQ's positives are two augmentations of one image. Here a training image may instead be paired with a
 "partner" drawn from a group of images believed to show the same kind of object, e.g. images that spherical
-k-means puts in the same cluster in several feature spaces at once (a consensus group). ``fit(partners=...)``
-takes a ``GroupPartners``; the groups can be replaced between epochs (``set_groups``) as the features improve.
+k-means puts in the same cluster in several feature spaces at once (``GroupPartners``; the groups can be
+replaced between epochs with ``set_groups``), or images near it in other feature spaces (``ListPartners``, a
+candidate list per image). ``fit(partners=...)`` takes either, or any ``partners(epoch, idx) -> ids``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def fit(
     resumed run reproduces an uninterrupted one. Under ``torchrun`` each process trains on its shard with
     DistributedDataParallel; rank 0 evaluates and writes files.
     """
-    _check_fit_arguments(model, train_images, epochs, eval_every, resume, checkpoint_dir, eval_data)
+    _check_fit_arguments(model, train_images, epochs, eval_every, resume, checkpoint_dir, eval_data, partners)
     cfg = model.cfg
     rank, world, local_rank, own_group = _distributed()
     dev = _training_device(device, world, local_rank)
@@ -229,7 +229,7 @@ def training_throughput(
 
 
 # --- setup -------------------------------------------------------------------------------------------------
-def _check_fit_arguments(model, train_images, epochs, eval_every, resume, checkpoint_dir, eval_data) -> None:
+def _check_fit_arguments(model, train_images, epochs, eval_every, resume, checkpoint_dir, eval_data, partners) -> None:
     if not isinstance(model, SPQModel):
         raise TypeError(f"model must be an SPQModel, got {type(model).__name__}")
     check_images(train_images)
@@ -239,6 +239,8 @@ def _check_fit_arguments(model, train_images, epochs, eval_every, resume, checkp
         raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
+    if partners is not None and not callable(partners):
+        raise TypeError(f"partners must be callable as partners(epoch, idx) -> ids, got {type(partners).__name__}")
     if eval_data is not None and len(eval_data) != 2:
         raise ValueError("eval_data must be (query, database), each an (images, labels) pair")
     channels = num_channels(train_images)
