@@ -43,9 +43,7 @@ def efficientnet_features(images: np.ndarray, size: int, cache: str) -> np.ndarr
     with torch.no_grad():
         for i in range(0, len(images), 256):
             b = torch.from_numpy(images[i : i + 256]).float().div(255).unsqueeze(1)
-            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
-            f = net.net.extract_features((b - net.mean) / net.std)
-            out.append(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1).numpy())
+            out.append(net.pooled(F.interpolate(b, size=size, mode="bilinear", align_corners=False)).numpy())
     feats = np.concatenate(out)
     if cache:
         np.save(cache, feats)

@@ -111,13 +111,15 @@ class EfficientNetLite0(nn.Module):
         self.out_dim = out_dim
         self.fc = nn.Linear(1280, out_dim)
 
-    def forward(self, x):
+    def pooled(self, x):
+        """The 1280-d average-pooled ImageNet features (before ``fc``) of images in [0, 1]."""
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = (x - self.mean) / self.std
-        x = self.net.extract_features(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return F.relu(self.fc(x))
+        x = self.net.extract_features((x - self.mean) / self.std)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x):
+        return F.relu(self.fc(self.pooled(x)))
 
 
 def _cnn28_deep(in_channels: int = 1) -> CNN28:

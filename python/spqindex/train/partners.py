@@ -42,15 +42,24 @@ def consensus_groups(labelings: Sequence[np.ndarray]) -> np.ndarray:
     return np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
+def _check_p(p: float) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    return float(p)
+
+
+def _batch_rng(seed: int, epoch: int, idx: np.ndarray) -> np.random.Generator:
+    """The draws of one batch: a function of (seed, epoch, batch ids) only, so a resumed run repeats them."""
+    return np.random.default_rng([seed, epoch, int(idx[0]), int(idx[-1]), len(idx)])
+
+
 class GroupPartners:
     """``partners(epoch, idx)`` for ``fit``: with probability ``p`` an image's partner is a uniformly drawn
     other member of its group, else the image itself (then view B is the plain SPQ positive). Draws depend
     only on (seed, epoch, idx), so a resumed run draws the same partners."""
 
     def __init__(self, groups: np.ndarray, p: float = 0.5, seed: int = 0):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p!r}")
-        self.p, self.seed = float(p), int(seed)
+        self.p, self.seed = _check_p(p), int(seed)
         self.set_groups(groups)
 
     def set_groups(self, groups: np.ndarray) -> None:
@@ -66,13 +75,14 @@ class GroupPartners:
         self.rank[self.order] = np.arange(len(self.order)) - self.start[self.groups[self.order]]
 
     def __call__(self, epoch: int, idx: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch, int(idx[0]), int(idx[-1]), len(idx)])
+        rng = _batch_rng(self.seed, epoch, idx)
         g = self.groups[idx]
         others = self.size[g] - 1
         r = (rng.random(len(idx)) * others).astype(np.int64)  # uniform in [0, others), then skip the image itself
         r += r >= self.rank[idx]
         use = (rng.random(len(idx)) < self.p) & (others > 0)
-        return np.where(use, self.order[self.start[g] + np.minimum(r, self.size[g] - 1)], idx)
+        r = np.minimum(r, others)  # a singleton (others 0) would step past its group; it keeps itself below
+        return np.where(use, self.order[self.start[g] + r], idx)
 
 
 class ListPartners:
@@ -81,18 +91,17 @@ class ListPartners:
     itself (also when it has none). Draws depend only on (seed, epoch, idx)."""
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, p: float = 0.5, seed: int = 0):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p!r}")
         indptr, indices = np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64)
         if indptr.ndim != 1 or len(indptr) < 2 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
             raise ValueError("indptr must be a non-decreasing 1-d array starting at 0 (CSR row pointers)")
         if indices.shape != (indptr[-1],) or (len(indices) and (indices.min() < 0 or indices.max() >= len(indptr) - 1)):
             raise ValueError(f"indices must hold indptr[-1] = {indptr[-1]} image ids in [0, {len(indptr) - 1})")
-        self.indptr, self.indices, self.p, self.seed = indptr, indices, float(p), int(seed)
+        self.indptr, self.indices, self.p, self.seed = indptr, indices, _check_p(p), int(seed)
 
     def __call__(self, epoch: int, idx: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch, int(idx[0]), int(idx[-1]), len(idx)])
+        rng = _batch_rng(self.seed, epoch, idx)
         count = self.indptr[idx + 1] - self.indptr[idx]
         r = (rng.random(len(idx)) * count).astype(np.int64)
         use = (rng.random(len(idx)) < self.p) & (count > 0)
-        return np.where(use, self.indices[np.minimum(self.indptr[idx] + r, max(len(self.indices) - 1, 0))], idx)
+        at = np.minimum(self.indptr[idx] + r, max(len(self.indices) - 1, 0))  # in bounds where count is 0 too
+        return np.where(use, self.indices[at], idx)
