@@ -13,6 +13,7 @@ measured with the labels. ``--init`` fine-tunes a trained model (a fresh cosine 
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -159,13 +160,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     xd, yd, xq, yq = heldout_split()
     cfg = SPQConfig(bits=args.bits, lr=args.lr, batch_size=64, crop_scale=(0.8, 1.0), tau=0.3, seed=args.seed)
-    model = SPQModel(cfg, "cnn28")
     resumed = os.path.join(args.out, "model.pt")  # mine the first groups from where a resumed run stands
     init = resumed if os.path.exists(resumed) else args.init
     if init:
         trained = SPQModel.load(init)
         if trained.cfg.bits != args.bits:
             p.error(f"--init has {trained.cfg.bits} bits, not --bits {args.bits}")
+        cfg = dataclasses.replace(trained.cfg, lr=args.lr, seed=args.seed)  # keeps e.g. normalize_subspaces
+    model = SPQModel(cfg, "cnn28")
+    if init:
         model.load_state_dict(trained.state_dict())
     mining = Mining(args, xd, yd)
     partners = None
