@@ -152,6 +152,8 @@ def main() -> None:
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64, help="batch size (also with --init)")
+    p.add_argument("--tau", type=float, default=0.3, help="CQC temperature (also with --init)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eff-size", type=int, default=64, help="image side the EfficientNet sees (resized)")
     p.add_argument("--eff-cache", default="", help=".npy file for the EfficientNet features of the 50k images")
@@ -159,14 +161,15 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     xd, yd, xq, yq = heldout_split()
-    cfg = SPQConfig(bits=args.bits, lr=args.lr, batch_size=64, crop_scale=(0.8, 1.0), tau=0.3, seed=args.seed)
+    run = dict(lr=args.lr, seed=args.seed, batch_size=args.batch, tau=args.tau)
+    cfg = SPQConfig(bits=args.bits, crop_scale=(0.8, 1.0), **run)
     resumed = os.path.join(args.out, "model.pt")  # mine the first groups from where a resumed run stands
     init = resumed if os.path.exists(resumed) else args.init
     if init:
         trained = SPQModel.load(init)
         if trained.cfg.bits != args.bits:
             p.error(f"--init has {trained.cfg.bits} bits, not --bits {args.bits}")
-        cfg = dataclasses.replace(trained.cfg, lr=args.lr, seed=args.seed)  # keeps e.g. normalize_subspaces
+        cfg = dataclasses.replace(trained.cfg, **run)  # keeps the rest, e.g. normalize_subspaces
     model = SPQModel(cfg, "cnn28")
     if init:
         model.load_state_dict(trained.state_dict())
